@@ -1,0 +1,299 @@
+"""The model file: the single contract between training and runtime.
+
+A ``.clipseg`` file is a zip archive (inspect it with ``unzip -l``) holding
+
+- ``meta.json``  – format version, architecture spec, class names, palette, input size,
+  mean/std, ignore index, provenance (training recipe, text encoder, metrics), and the sha256
+  of every other member;
+- ``weights.pt`` – the deploy network's state dict (textual classifier T baked in as a buffer;
+  training-only heads removed), loaded with ``torch.load(weights_only=True)``;
+- ``model.onnx`` – the same deploy graph for ONNX Runtime (optional), so a robot without PyTorch
+  can run the model.
+
+Reading needs only the standard library (plus torch for the PyTorch weights, onnxruntime for
+the ONNX graph).  Writing (``save_model_file``) needs torch (and onnx for the ONNX member).
+Every problem raises :class:`ModelFileError` naming the file and what is wrong.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT_NAME = "clipseg-model"
+FORMAT_VERSION = 1
+META_NAME = "meta.json"
+WEIGHTS_NAME = "weights.pt"
+ONNX_NAME = "model.onnx"
+ONNX_INPUT = "image"
+ONNX_OUTPUTS = ("labels", "confidence")
+IGNORE_INDEX = 255
+# Floating tensors bigger than this are stored as float16 when ``compact=True``.
+COMPACT_MIN_NUMEL = 1024
+
+
+class ModelFileError(ValueError):
+    """A model file that is missing, truncated or inconsistent."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"model file {self.path}: {problem}")
+
+
+@dataclass
+class ModelMeta:
+    arch: dict
+    class_names: list[str]
+    palette: list[list[int]]
+    input_size: list[int] | None          # [height, width] the network runs at; None = native
+    mean: list[float]
+    std: list[float]
+    ignore_index: int = IGNORE_INDEX
+    provenance: dict = field(default_factory=dict)   # recipe, text encoder, dataset, metrics ...
+    format: str = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+    members: dict = field(default_factory=dict)      # member name -> sha256
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_json(self) -> dict:
+        return {
+            "format": self.format, "format_version": self.format_version, "arch": self.arch,
+            "class_names": self.class_names, "palette": self.palette, "input_size": self.input_size,
+            "mean": self.mean, "std": self.std, "ignore_index": self.ignore_index,
+            "provenance": self.provenance, "members": self.members,
+        }
+
+
+def validate_meta(meta: dict, path) -> ModelMeta:
+    """Check the metadata for internal consistency; raise ModelFileError naming the problem."""
+    def fail(msg):
+        raise ModelFileError(path, msg)
+
+    if not isinstance(meta, dict):
+        fail("meta.json is not a JSON object")
+    if meta.get("format") != FORMAT_NAME:
+        fail(f"not a {FORMAT_NAME} file (format field is {meta.get('format')!r})")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        fail(f"format_version {version!r} is not supported by this clipseg_ros "
+             f"(supports <= {FORMAT_VERSION}); upgrade clipseg_ros")
+    for key in ("arch", "class_names", "palette", "mean", "std"):
+        if key not in meta:
+            fail(f"meta.json lacks the required key {key!r}")
+    arch = meta["arch"]
+    if not isinstance(arch, dict) or "name" not in arch or "num_classes" not in arch:
+        fail("meta.json 'arch' must give at least 'name' and 'num_classes'")
+    names = meta["class_names"]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        fail("class_names must be a non-empty list of non-empty strings")
+    if len(names) != arch["num_classes"]:
+        fail(f"metadata lists {len(names)} class names but the network outputs "
+             f"{arch['num_classes']} classes")
+    if len(names) > 255:
+        fail(f"{len(names)} classes do not fit mono8 labels (max 255, 255 = unlabeled)")
+    palette = meta["palette"]
+    if (not isinstance(palette, list) or len(palette) != len(names)
+            or not all(isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
+                       for c in palette)):
+        fail(f"palette must be {len(names)} [r, g, b] triples of integers 0..255 (one per class)")
+    for key in ("mean", "std"):
+        vals = meta[key]
+        if not (isinstance(vals, list) and len(vals) == 3 and all(isinstance(v, (int, float)) for v in vals)):
+            fail(f"{key} must be three numbers (RGB), got {vals!r}")
+    if any(v <= 0 for v in meta["std"]):
+        fail(f"std must be positive, got {meta['std']!r}")
+    size = meta.get("input_size")
+    if size is not None and not (isinstance(size, list) and len(size) == 2
+                                 and all(isinstance(v, int) and 16 <= v <= 8192 for v in size)):
+        fail(f"input_size must be null or [height, width] with 16..8192 pixels each, got {size!r}")
+    return ModelMeta(
+        arch=arch, class_names=list(names), palette=[list(c) for c in palette],
+        input_size=list(size) if size else None, mean=[float(v) for v in meta["mean"]],
+        std=[float(v) for v in meta["std"]], ignore_index=int(meta.get("ignore_index", IGNORE_INDEX)),
+        provenance=dict(meta.get("provenance") or {}), format=meta["format"],
+        format_version=version, members=dict(meta.get("members") or {}),
+    )
+
+
+class ModelFile:
+    """A loaded, checked model file.  Members are read once at open time."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise ModelFileError(self.path, "does not exist")
+        if not self.path.is_file():
+            raise ModelFileError(self.path, "is not a regular file")
+        try:
+            with zipfile.ZipFile(self.path) as zf:
+                names = set(zf.namelist())
+                if META_NAME not in names:
+                    raise ModelFileError(self.path, f"archive has no {META_NAME}; not a clipseg model")
+                raw = {name: zf.read(name) for name in (META_NAME, WEIGHTS_NAME, ONNX_NAME) if name in names}
+        except ModelFileError:
+            raise
+        except (zipfile.BadZipFile, EOFError, OSError, zipfile.LargeZipFile) as exc:
+            raise ModelFileError(self.path, f"truncated or not a clipseg model archive ({exc})") from exc
+        except Exception as exc:  # zlib.error, CRC mismatch (BadZipFile subclasses), ...
+            raise ModelFileError(self.path, f"archive is corrupt ({exc})") from exc
+        try:
+            meta = json.loads(raw[META_NAME].decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelFileError(self.path, f"{META_NAME} is not valid JSON ({exc})") from exc
+        self.meta = validate_meta(meta, self.path)
+        if WEIGHTS_NAME not in raw and ONNX_NAME not in raw:
+            raise ModelFileError(self.path, f"contains neither {WEIGHTS_NAME} nor {ONNX_NAME}")
+        for name, digest in self.meta.members.items():
+            if name not in raw:
+                raise ModelFileError(self.path, f"member {name} listed in {META_NAME} is missing")
+            if hashlib.sha256(raw[name]).hexdigest() != digest:
+                raise ModelFileError(self.path, f"member {name} is corrupt (sha256 mismatch)")
+        self._weights = raw.get(WEIGHTS_NAME)
+        self.onnx_bytes: bytes | None = raw.get(ONNX_NAME)
+
+    @property
+    def has_torch_weights(self) -> bool:
+        return self._weights is not None
+
+    def state_dict(self) -> dict:
+        """The deploy network's weights as float32 tensors (needs torch)."""
+        import torch
+
+        if self._weights is None:
+            raise ModelFileError(self.path, f"has no {WEIGHTS_NAME}; use the onnxruntime backend")
+        try:
+            state = torch.load(io.BytesIO(self._weights), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ModelFileError(self.path, f"{WEIGHTS_NAME} cannot be read ({exc})") from exc
+        return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+
+    def build_network(self):
+        """The deploy network (``clipseg_ros.networks``) with the file's weights, in eval mode."""
+        from .networks import build_from_spec
+
+        try:
+            net = build_from_spec(self.meta.arch)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(self.path, f"architecture {self.meta.arch} cannot be built ({exc})") from exc
+        try:
+            net.load_state_dict(self.state_dict(), strict=True)
+        except RuntimeError as exc:
+            raise ModelFileError(self.path, f"weights do not match the architecture {self.meta.arch}: "
+                                 f"{str(exc).splitlines()[0]} ...") from exc
+        return net.eval()
+
+
+def load_model_file(path) -> ModelFile:
+    return ModelFile(path)
+
+
+def deploy_network(network):
+    """A copy of ``network`` without training-only heads, in eval mode (same weights)."""
+    from .networks import arch_spec, build_from_spec
+
+    spec = dict(arch_spec(network), detail_head=False, aux_heads=False)
+    deploy = build_from_spec(spec)
+    state = {k: v for k, v in network.state_dict().items()
+             if not k.startswith(("aux16.", "aux32.", "detail."))}
+    deploy.load_state_dict(state, strict=True)
+    return deploy.eval()
+
+
+def save_model_file(path, network, class_names, *, palette=None, input_size=None,
+                    mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
+                    provenance: dict | None = None, onnx: bool = True, compact: bool = True,
+                    opset: int = 17) -> ModelMeta:
+    """Export ``network`` (a ``ContextPathSegmenter``, guided or not) to a model file.
+
+    The text classifier must already be baked into ``network.text_guidance`` (``set_text_embeddings``).
+    ``compact`` stores large floating tensors as float16; the PyTorch weights and the ONNX graph
+    are both made from the same rounded values, so the two backends agree.  The write is atomic.
+    Returns the metadata written.
+    """
+    import torch
+
+    from .networks import DeployWrapper, arch_spec
+
+    deploy = deploy_network(network)
+    state = deploy.state_dict()
+    if compact:
+        state = {k: (v.half() if v.is_floating_point() and v.numel() >= COMPACT_MIN_NUMEL else v)
+                 for k, v in state.items()}
+        deploy.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    if palette is None:
+        from .visualize import default_palette
+
+        palette = default_palette(len(class_names))
+    meta = ModelMeta(
+        arch=arch_spec(deploy), class_names=list(class_names),
+        palette=[[int(v) for v in c] for c in palette],
+        input_size=[int(v) for v in input_size] if input_size else None,
+        mean=[float(v) for v in mean], std=[float(v) for v in std],
+        provenance=dict(provenance or {}),
+    )
+    meta.provenance.setdefault("weights_dtype", "float16" if compact else "float32")
+    validate_meta(json.loads(json.dumps(meta.to_json())), path)
+
+    members: dict[str, bytes] = {}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    members[WEIGHTS_NAME] = buf.getvalue()
+    if onnx:
+        members[ONNX_NAME] = export_onnx_bytes(DeployWrapper(deploy, mean, std).eval(),
+                                               input_size or (256, 256), opset)
+    meta.members = {name: hashlib.sha256(data).hexdigest() for name, data in members.items()}
+    members = {META_NAME: json.dumps(meta.to_json(), indent=2).encode("utf-8"), **members}
+    atomic_write_zip(path, members)
+    return meta
+
+
+def export_onnx_bytes(wrapper, sample_hw, opset: int = 17) -> bytes:
+    """ONNX graph of a DeployWrapper with dynamic height and width."""
+    import torch
+
+    sample = torch.zeros((1, int(sample_hw[0]), int(sample_hw[1]), 3), dtype=torch.uint8)
+    dyn = {1: "height", 2: "width"}
+    buf = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapper, (sample,), buf, input_names=[ONNX_INPUT], output_names=list(ONNX_OUTPUTS),
+            dynamic_axes={ONNX_INPUT: dyn, ONNX_OUTPUTS[0]: dyn, ONNX_OUTPUTS[1]: dyn},
+            opset_version=opset, dynamo=False, do_constant_folding=True)
+    return buf.getvalue()
+
+
+def atomic_write_zip(path, members: dict[str, bytes]) -> None:
+    """Write a zip archive next to ``path`` and rename it into place (no half-written files)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+                for name, data in members.items():
+                    zf.writestr(name, data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def describe(path) -> dict[str, Any]:
+    """A short JSON-able summary of a model file (for logs and ``--info`` output)."""
+    mf = ModelFile(path)
+    return {"path": str(mf.path), "arch": mf.meta.arch, "classes": mf.meta.class_names,
+            "input_size": mf.meta.input_size, "onnx": mf.onnx_bytes is not None,
+            "torch_weights": mf.has_torch_weights, "provenance": mf.meta.provenance}

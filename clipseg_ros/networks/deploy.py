@@ -1,0 +1,31 @@
+"""The deployed graph: uint8 RGB image in, labels and confidence out.
+
+Normalisation, the network, bilinear upsampling to the input size, softmax-max and argmax all
+live inside the graph, so a frame crosses to the device once (uint8) and comes back once
+(uint8 labels + optional float confidence).  Used for TorchScript-free PyTorch inference and for
+ONNX export alike.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class DeployWrapper(nn.Module):
+    def __init__(self, network: nn.Module, mean, std):
+        super().__init__()
+        self.network = network
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("inv_std", 1.0 / torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, image: torch.Tensor):
+        """``image``: (N, H, W, 3) uint8 RGB.  Returns (labels (N,H,W) uint8, confidence (N,H,W) float)."""
+        x = image.permute(0, 3, 1, 2).to(self.mean.dtype)
+        x = (x - self.mean) * self.inv_std
+        logits = self.network(x)["logits"]
+        logits = F.interpolate(logits, size=image.shape[1:3], mode="bilinear", align_corners=False)
+        # max softmax probability = 1 / sum(exp(l - max l)), computed without the full softmax
+        top, labels = logits.max(dim=1)
+        confidence = 1.0 / torch.exp(logits - top.unsqueeze(1)).sum(dim=1)
+        return labels.to(torch.uint8), confidence.float()

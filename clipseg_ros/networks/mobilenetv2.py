@@ -1,0 +1,67 @@
+"""MobileNetV2 backbone (torchvision definition and ImageNet weights) for the context-path segmenter.
+
+Outputs the 1/8 (32 ch), 1/16 (96 ch) and 1/32 (320 ch) features; the final 1x1 conv to 1280
+channels of the classifier is dropped.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+MOBILENET_V2_URL_FILE = "mobilenet_v2-b0353104.pth"
+
+
+class MobileNetV2Backbone(nn.Module):
+    def __init__(self):
+        super().__init__()
+        from torchvision.models import mobilenet_v2
+
+        features = mobilenet_v2(weights=None).features
+        self.x8 = features[:7]
+        self.x16 = features[7:14]
+        self.x32 = features[14:18]
+        self.channels = (32, 96, 320)
+
+    def forward(self, x: torch.Tensor):
+        feat8 = self.x8(x)
+        feat16 = self.x16(feat8)
+        feat32 = self.x32(feat16)
+        return feat8, feat16, feat32
+
+    def load_imagenet(self, source: str | os.PathLike | None) -> None:
+        """Load torchvision's ImageNet weights from a local file, or download when ``source`` is
+        ``"download"`` (needs internet)."""
+        if source is None:
+            return
+        if str(source) == "download":
+            from torchvision.models import MobileNet_V2_Weights
+
+            state = MobileNet_V2_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
+        else:
+            path = os.fspath(source)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"MobileNetV2 ImageNet weights not found: {path}")
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # truncated or not a torch file
+                raise ValueError(f"cannot read MobileNetV2 weights from {path}: {exc}") from exc
+        mapped = {}
+        for key, value in state.items():
+            if not key.startswith("features."):
+                continue
+            idx = int(key.split(".")[1])
+            rest = key.split(".", 2)[2]
+            # Sequential slices keep torchvision's indices as module names.
+            if idx < 7:
+                mapped[f"x8.{idx}.{rest}"] = value
+            elif idx < 14:
+                mapped[f"x16.{idx}.{rest}"] = value
+            elif idx < 18:
+                mapped[f"x32.{idx}.{rest}"] = value
+        missing, unexpected = self.load_state_dict(mapped, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"MobileNetV2 weights {source} do not match the backbone: "
+                f"missing {missing[:5]}, unexpected {unexpected[:5]}")

@@ -1,0 +1,244 @@
+"""The segmenter: one model file in, labels (and confidence) for an RGB frame out.
+
+Plain Python, no ROS.  Two backends run the same deploy graph (uint8 RGB in; uint8 labels and
+float confidence out, normalisation/upsampling/argmax inside the graph):
+
+- ``torch``: the network from ``clipseg_ros.networks`` with the file's weights; CPU or CUDA,
+  fp32 or fp16 (CUDA only).  The uint8 frame crosses to the GPU once and the labels come back once.
+- ``onnxruntime``: the file's ONNX graph with the CPU, CUDA or TensorRT execution provider
+  (TensorRT engines cached on disk).
+
+``backend="auto"`` picks ONNX Runtime on CPU when it is installed and the file has an ONNX graph
+(it is faster there), and PyTorch on CUDA (TensorRT when its provider is installed).
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .model_file import ONNX_INPUT, ONNX_OUTPUTS, ModelFile, ModelFileError
+
+BACKENDS = ("auto", "torch", "onnxruntime")
+PRECISIONS = ("fp32", "fp16")
+
+
+class SegmenterConfigError(ValueError):
+    """An impossible device/backend/precision combination."""
+
+
+@dataclass
+class SegmentationResult:
+    labels: np.ndarray                      # HxW uint8 at the input resolution, 255 = unlabeled
+    confidence: np.ndarray | None = None    # HxW float32 max softmax probability, or None
+    timings: dict = field(default_factory=dict)   # preprocess / inference / postprocess, seconds
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when a GPU is visible to PyTorch (or ONNX Runtime), else ``cpu``."""
+    dev = (device or "auto").strip().lower()
+    if dev == "auto":
+        if _cuda_available():
+            return "cuda:0"
+        try:
+            import onnxruntime as ort
+
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                return "cuda:0"
+        except ImportError:
+            pass
+        return "cpu"
+    if dev == "cpu":
+        return "cpu"
+    if dev == "cuda":
+        return "cuda:0"
+    if dev.startswith("cuda:") and dev[5:].isdigit():
+        return dev
+    raise SegmenterConfigError(f"device {device!r} is not one of auto, cpu, cuda, cuda:N")
+
+
+class _TorchBackend:
+    name = "torch"
+
+    def __init__(self, model: ModelFile, device: str, precision: str, threads: int | None):
+        import torch
+
+        from .networks import DeployWrapper
+
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise SegmenterConfigError(f"device {device} requested but PyTorch sees no CUDA device")
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.device = torch.device(device)
+        wrapper = DeployWrapper(model.build_network(), model.meta.mean, model.meta.std).eval()
+        if precision == "fp16":
+            wrapper = wrapper.half()
+        self.module = wrapper.to(self.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+    def __call__(self, image: np.ndarray, want_confidence: bool):
+        torch = self.torch
+        with torch.inference_mode():
+            x = torch.from_numpy(image).unsqueeze(0).to(self.device, non_blocking=True)
+            labels, conf = self.module(x)
+            labels = labels[0].cpu().numpy()
+            conf = conf[0].float().cpu().numpy() if want_confidence else None
+        return labels, conf
+
+
+class _OnnxBackend:
+    name = "onnxruntime"
+
+    def __init__(self, model: ModelFile, device: str, precision: str, threads: int | None,
+                 trt_cache_dir: str | None):
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise SegmenterConfigError("backend onnxruntime requested but onnxruntime is not installed "
+                                       "(pip install onnxruntime, or onnxruntime-gpu on CUDA)") from exc
+        if model.onnx_bytes is None:
+            raise SegmenterConfigError(f"model file {model.path} has no ONNX graph; use backend torch")
+        available = ort.get_available_providers()
+        providers: list = []
+        if device.startswith("cuda"):
+            dev_id = int(device.split(":")[1]) if ":" in device else 0
+            if "TensorrtExecutionProvider" in available:
+                cache = trt_cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "clipseg_ros", "trt")
+                os.makedirs(cache, exist_ok=True)
+                providers.append(("TensorrtExecutionProvider", {
+                    "device_id": dev_id, "trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": cache, "trt_fp16_enable": precision == "fp16"}))
+            if "CUDAExecutionProvider" in available:
+                providers.append(("CUDAExecutionProvider", {"device_id": dev_id}))
+            if not providers:
+                raise SegmenterConfigError(
+                    f"device {device} requested but ONNX Runtime has no CUDA/TensorRT provider "
+                    f"(available: {', '.join(available)}); install onnxruntime-gpu or use device cpu")
+        elif precision == "fp16":
+            raise SegmenterConfigError("precision fp16 needs a CUDA device")
+        providers.append("CPUExecutionProvider")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(model.onnx_bytes, sess_options=opts, providers=providers)
+        self.providers = self.session.get_providers()
+
+    def __call__(self, image: np.ndarray, want_confidence: bool):
+        names = list(ONNX_OUTPUTS) if want_confidence else [ONNX_OUTPUTS[0]]
+        outs = self.session.run(names, {ONNX_INPUT: image[None]})
+        return outs[0][0], (outs[1][0] if want_confidence else None)
+
+
+class Segmenter:
+    """Run a ``.clipseg`` model on RGB frames.
+
+    >>> seg = Segmenter("model.clipseg", device="auto", backend="auto")
+    >>> result = seg(rgb)          # rgb: HxWx3 uint8
+    >>> result.labels.shape == rgb.shape[:2]
+    """
+
+    def __init__(self, model_path, device: str = "auto", backend: str = "auto",
+                 precision: str = "fp32", threads: int | None = None,
+                 trt_cache_dir: str | None = None):
+        self.model_path = Path(model_path)
+        self.model = ModelFile(model_path)          # raises ModelFileError with the file's name
+        self.meta = self.model.meta
+        if backend not in BACKENDS:
+            raise SegmenterConfigError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+        if precision not in PRECISIONS:
+            raise SegmenterConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        self.device = resolve_device(device)
+        if precision == "fp16" and not self.device.startswith("cuda"):
+            raise SegmenterConfigError("precision fp16 needs a CUDA device (device is cpu)")
+        self.precision = precision
+        if backend == "auto":
+            backend = self._auto_backend()
+        if backend == "torch":
+            self._backend = _TorchBackend(self.model, self.device, precision, threads)
+        else:
+            self._backend = _OnnxBackend(self.model, self.device, precision, threads, trt_cache_dir)
+        self.backend = self._backend.name
+        self.class_names = list(self.meta.class_names)
+        self.palette = np.asarray(self.meta.palette, dtype=np.uint8)
+        self.input_size = tuple(self.meta.input_size) if self.meta.input_size else None
+        self._resized: np.ndarray | None = None
+
+    def _auto_backend(self) -> str:
+        have_ort = self.model.onnx_bytes is not None
+        try:
+            import onnxruntime as ort
+            providers = ort.get_available_providers()
+        except ImportError:
+            have_ort, providers = False, []
+        have_torch = self.model.has_torch_weights
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            have_torch = False
+        if self.device.startswith("cuda"):
+            if have_ort and "TensorrtExecutionProvider" in providers:
+                return "onnxruntime"
+            if have_torch and _cuda_available():
+                return "torch"
+            if have_ort and "CUDAExecutionProvider" in providers:
+                return "onnxruntime"
+        if have_ort:
+            return "onnxruntime"
+        if have_torch:
+            return "torch"
+        raise SegmenterConfigError(
+            f"no usable backend for {self.model_path}: install onnxruntime (file has ONNX: "
+            f"{self.model.onnx_bytes is not None}) or torch (file has weights: {self.model.has_torch_weights})")
+
+    @property
+    def description(self) -> str:
+        extra = ""
+        if self.backend == "onnxruntime":
+            extra = " [" + ",".join(self._backend.providers) + "]"
+        return f"{self.backend}{extra} on {self.device} ({self.precision})"
+
+    def preprocess(self, rgb: np.ndarray) -> np.ndarray:
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {rgb.shape} dtype {rgb.dtype}")
+        if self.input_size is None or tuple(rgb.shape[:2]) == self.input_size:
+            return np.ascontiguousarray(rgb)
+        h, w = self.input_size
+        if self._resized is None or self._resized.shape[:2] != (h, w):
+            self._resized = np.empty((h, w, 3), np.uint8)
+        cv2.resize(rgb, (w, h), dst=self._resized, interpolation=cv2.INTER_LINEAR)
+        return self._resized
+
+    def __call__(self, rgb: np.ndarray, want_confidence: bool = False) -> SegmentationResult:
+        t0 = time.perf_counter()
+        x = self.preprocess(rgb)
+        t1 = time.perf_counter()
+        labels, conf = self._backend(x, want_confidence)
+        t2 = time.perf_counter()
+        h, w = rgb.shape[:2]
+        if labels.shape != (h, w):
+            labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+            if conf is not None:
+                conf = cv2.resize(conf, (w, h), interpolation=cv2.INTER_LINEAR)
+        t3 = time.perf_counter()
+        return SegmentationResult(labels, conf, {"preprocess": t1 - t0, "inference": t2 - t1,
+                                                 "postprocess": t3 - t2})
+
+
+__all__ = ["BACKENDS", "ModelFileError", "Segmenter", "SegmentationResult", "SegmenterConfigError",
+           "resolve_device"]
