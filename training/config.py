@@ -1,0 +1,201 @@
+"""Training configuration: YAML file + ``key.sub=value`` command-line overrides.
+
+Every key must exist in :data:`DEFAULTS` (an unknown key is an error naming it, so a typo never
+silently falls back to a default).  A config file may name a ``base`` file (relative to itself)
+whose values it overrides; the shipped configs in ``training/configs`` are named after the run
+they describe, e.g. ``camvid-mobilenetv2-stage1-clip_rn50-360x480.yaml``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+IMAGENET_MEAN = [123.675, 116.28, 103.53]
+IMAGENET_STD = [58.395, 57.12, 57.375]
+
+DEFAULTS: dict[str, Any] = {
+    "model": {
+        "name": "mobilenetv2",          # stdc1 | stdc2 | mobilenetv2
+        "pretrained": None,             # backbone ImageNet weights: local file, or "download"
+        "guidance": True,               # False = the baseline twin (no textual guidance)
+        "detail_head": True,            # STDC detail head + detail loss
+    },
+    "text": {
+        "type": "precomputed",          # precomputed | open_clip | hf
+        "path": None,                   # precomputed: .npz with embeddings + class_names
+        "model_name": "RN50",           # open_clip architecture
+        "pretrained": "openai",         # open_clip tag or local checkpoint file
+        "model_dir": None,              # hf: local transformers model directory (None = bundled MiniLM)
+        "quick_gelu": None,             # open_clip: force QuickGELU (OpenAI weights from a local file)
+        "prompt_names": None,           # words to encode per class (default: the dataset's class names)
+    },
+    "prompt": {
+        "n_ctx": 16,                    # learnable context tokens M
+        "class_specific": True,         # CoOp CSC (True) or one shared context (False)
+        "init_std": 0.02,
+    },
+    "data": {
+        "dataset": "camvid",            # camvid | cityscapes | ade20k | folder
+        "root": "../shared/data/camvid",
+        "classes_file": None,           # folder datasets: one class name per line
+        "train_split": "train",
+        "val_split": "val",
+        "crop_size": [360, 480],        # [h, w] training crop
+        "scale_range": [0.5, 2.0],
+        "eval_size": None,              # [h, w] to resize for validation, None = native
+        "batch_size": 8,
+        "workers": 2,
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+        "limit_train": None,            # use only the first N training images (smoke tests)
+        "limit_val": None,
+        "validate_index": True,         # check every image/label pair before training
+    },
+    "loss": {
+        "ohem_thresh": 0.7,
+        "ohem_min_kept_div": 16,        # min kept = batch*H*W / this
+        "aux_weight": 1.0,
+        "detail_weight": 1.0,
+        "text_weight": 1.0,
+        "tau": 0.07,
+    },
+    "optim": {
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 5.0e-4,
+        "backbone_lr_mult": 0.1,        # stage 1 / baseline
+        "text_proj_lr_mult": 1.0,       # the 1x1 projection in front of the score map
+        "power": 0.9,
+        "warmup_iters": 100,
+        "warmup_ratio": 0.1,
+    },
+    "stage1": {"iters": 2000},
+    "stage2": {
+        "iters": 1000,
+        "lr": 0.01,
+        "ctx_lr": None,                 # None = same as lr
+        "freeze_backbone": True,
+        "init": None,                   # stage-1 checkpoint; None = the best of this run's stage 1
+    },
+    "run": {
+        "out_dir": "runs/default",
+        "seed": 0,
+        "device": "auto",
+        "amp": True,                    # mixed precision (CUDA only)
+        "threads": 0,                   # torch intra-op threads, 0 = default
+        "val_interval": 500,
+        "ckpt_interval": 500,
+        "log_interval": 20,
+        "progress": True,
+        "tensorboard": False,
+        "deterministic": False,
+    },
+    "export": {
+        "input_size": None,             # [h, w] the exported model runs at; None = data.crop_size
+        "onnx": True,
+        "compact": True,
+    },
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _merge(base: dict, override: dict, where: str, strict: bool = True) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if strict and key not in base:
+            raise ConfigError(f"unknown config key {where}{key!r}; known keys: {', '.join(sorted(base))}")
+        if isinstance(base.get(key), dict) and isinstance(value, dict):
+            out[key] = _merge(base[key], value, f"{where}{key}.", strict)
+        elif isinstance(base.get(key), dict) and value is not None:
+            raise ConfigError(f"config key {where}{key} must be a mapping, got {value!r}")
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at top level")
+    base = data.pop("base", None)
+    if base:
+        parent = _read_yaml((path.parent / base).resolve())
+        data = _deep_update(parent, data)
+    return data
+
+
+def _deep_update(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_update(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def load_config(source: str | os.PathLike | dict | None = None, overrides: list[str] | None = None) -> dict:
+    """Defaults, then a config file (or an already-loaded dict, e.g. from a checkpoint), then
+    ``section.key=value`` overrides; validated."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if isinstance(source, dict):
+        cfg = _merge(cfg, source, "")
+    elif source:
+        cfg = _merge(cfg, _read_yaml(Path(source)), "")
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        node = {}
+        cursor = node
+        for k in keys[:-1]:
+            cursor = cursor.setdefault(k, {})
+        cursor[keys[-1]] = value
+        cfg = _merge(cfg, node, "")
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: dict) -> None:
+    m = cfg["model"]
+    if m["name"] not in ("stdc1", "stdc2", "mobilenetv2"):
+        raise ConfigError(f"model.name {m['name']!r} is not one of stdc1, stdc2, mobilenetv2")
+    if cfg["text"]["type"] not in ("precomputed", "open_clip", "hf"):
+        raise ConfigError(f"text.type {cfg['text']['type']!r} is not one of precomputed, open_clip, hf")
+    for key in ("crop_size",):
+        v = cfg["data"][key]
+        if not (isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and x > 0 for x in v)):
+            raise ConfigError(f"data.{key} must be [height, width] positive integers, got {v!r}")
+    if cfg["data"]["batch_size"] < 1:
+        raise ConfigError("data.batch_size must be >= 1")
+    if cfg["loss"]["tau"] <= 0:
+        raise ConfigError("loss.tau must be positive")
+    for stage in ("stage1", "stage2"):
+        if cfg[stage]["iters"] < 0:
+            raise ConfigError(f"{stage}.iters must be >= 0")
+
+
+def dump_config(cfg: dict) -> str:
+    return yaml.safe_dump(json.loads(json.dumps(cfg)), sort_keys=False)

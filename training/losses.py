@@ -1,0 +1,115 @@
+"""Losses of the method: OHEM cross-entropy, STDC detail loss, and the textual loss.
+
+- OHEM CE (mmsegmentation's OHEMPixelSampler semantics): keep pixels whose ground-truth
+  probability is below ``thresh`` (0.7), and at least ``min_kept`` hardest pixels.
+- Detail loss (STDC, Fan et al.): boundary targets from a Laplacian of the label map at strides
+  1, 2, 4 fused by a fixed 1x1 conv, BCE + Dice against the detail head's logits.
+- Textual loss: the score map ``S / tau`` (tau = 0.07) upsampled to label size, OHEM CE.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+IGNORE_INDEX = 255
+
+
+class OhemCrossEntropy(nn.Module):
+    def __init__(self, thresh: float = 0.7, min_kept_div: int = 16, ignore_index: int = IGNORE_INDEX):
+        super().__init__()
+        self.thresh = thresh
+        self.min_kept_div = min_kept_div
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits.shape[-2:] != target.shape[-2:]:
+            logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+        logits = logits.float()
+        pixel_loss = F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="none")
+        valid = target != self.ignore_index
+        n_valid = int(valid.sum())
+        if n_valid == 0:
+            return logits.sum() * 0.0
+        min_kept = max(1, target.numel() // self.min_kept_div)
+        with torch.no_grad():
+            prob = torch.softmax(logits, dim=1)
+            tgt = target.clone()
+            tgt[~valid] = 0
+            gt_prob = prob.gather(1, tgt.unsqueeze(1)).squeeze(1)
+            gt_prob[~valid] = 1.0 + 1.0  # never selected
+            if min_kept >= n_valid:
+                keep = valid
+            else:
+                kth = torch.kthvalue(gt_prob.flatten(), min_kept).values
+                keep = valid & ((gt_prob < self.thresh) | (gt_prob <= kth))
+        if not keep.any():
+            return pixel_loss[valid].mean()
+        return pixel_loss[keep].mean()
+
+
+_LAPLACIAN = torch.tensor([[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]], dtype=torch.float32).view(1, 1, 3, 3)
+
+
+def boundary_targets(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """STDC detail ground truth: (B,1,H,W) float in {0,1}."""
+    lab = labels.unsqueeze(1).float()
+    lab = torch.where(lab == ignore_index, torch.zeros_like(lab), lab)
+    kernel = _LAPLACIAN.to(lab.device)
+    size = labels.shape[-2:]
+    maps = []
+    for stride in (1, 2, 4):
+        b = F.conv2d(lab, kernel, stride=stride, padding=1).clamp(min=0)
+        b = (b > 0.1).float()
+        if stride > 1:
+            b = F.interpolate(b, size=size, mode="nearest")
+        maps.append(b)
+    fuse = torch.tensor([6.0 / 10, 3.0 / 10, 1.0 / 10], device=lab.device).view(1, 3, 1, 1)
+    fused = F.conv2d(torch.cat(maps, dim=1), fuse)
+    return (fused > 0.1).float()
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    prob = torch.sigmoid(logits).flatten(1)
+    target = target.flatten(1)
+    inter = (prob * target).sum(1)
+    union = prob.sum(1) + target.sum(1)
+    return (1 - (2 * inter + smooth) / (union + smooth)).mean()
+
+
+class DetailLoss(nn.Module):
+    def forward(self, detail_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        target = boundary_targets(labels)
+        logits = F.interpolate(detail_logits.float(), size=labels.shape[-2:], mode="bilinear",
+                               align_corners=False)
+        return F.binary_cross_entropy_with_logits(logits, target) + dice_loss(logits, target)
+
+
+class SegmentationCriterion(nn.Module):
+    """All losses of a training step, each weighted (1 by default, as in the paper)."""
+
+    def __init__(self, thresh=0.7, min_kept_div=16, aux_weight=1.0, detail_weight=1.0,
+                 text_weight=1.0, tau=0.07, ignore_index=IGNORE_INDEX):
+        super().__init__()
+        self.ohem = OhemCrossEntropy(thresh, min_kept_div, ignore_index)
+        self.detail = DetailLoss()
+        self.aux_weight = aux_weight
+        self.detail_weight = detail_weight
+        self.text_weight = text_weight
+        self.tau = tau
+
+    def forward(self, outputs: dict, labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        parts = {"seg": self.ohem(outputs["logits"], labels)}
+        if "aux16" in outputs and self.aux_weight:
+            parts["aux16"] = self.aux_weight * self.ohem(outputs["aux16"], labels)
+            parts["aux32"] = self.aux_weight * self.ohem(outputs["aux32"], labels)
+        if "detail" in outputs and self.detail_weight:
+            parts["detail"] = self.detail_weight * self.detail(outputs["detail"], labels)
+        if "score_map" in outputs and self.text_weight:
+            parts["text"] = self.text_weight * self.textual_loss(outputs["score_map"], labels)
+        total = sum(parts.values())
+        return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    def textual_loss(self, score_map: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """OHEM CE of the score map divided by the temperature, upsampled to label size."""
+        return self.ohem(score_map.float() / self.tau, labels)

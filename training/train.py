@@ -1,0 +1,562 @@
+"""``clipseg-train``: the two-stage CLIP text-distillation recipe, and its baseline.
+
+    clipseg-train CONFIG [--stage baseline|stage1|stage2|both] [--resume] [section.key=value ...]
+
+Iteration-based SGD (momentum 0.9, weight decay 5e-4 except norms/biases, poly LR with linear
+warm-up), OHEM losses, periodic validation (mIoU over the whole split), ``best.pt`` by val mIoU,
+``last.pt`` every ``run.ckpt_interval`` iterations and on SIGINT/SIGTERM, all written atomically.
+``--resume`` continues from ``last.pt`` exactly: model, optimizer, LR schedule, RNG state and the
+position inside the epoch's data order are restored, so an interrupted run reproduces an
+uninterrupted one.  Several processes / machines: ``torchrun --nproc_per_node N -m
+clipseg_training.train ...`` (NCCL on GPUs, gloo on CPU).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .config import ConfigError, dump_config, load_config
+from .losses import SegmentationCriterion
+from .stages import STAGES, TrainModule, build_stage, param_groups, poly_warmup_factor
+
+STAGE_CHOICES = ("baseline", "stage1", "stage2", "both")
+
+
+# --------------------------------------------------------------------------- utilities
+def atomic_torch_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"run.device {name} requested but no CUDA device is available")
+    return torch.device(name)
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Deterministic shuffled order per (seed, epoch), sharded across ranks, resumable mid-epoch.
+
+    Yields ``(index, item_seed)`` so augmentation randomness depends only on the seed, the epoch
+    and the position, never on worker scheduling: resume and multi-worker loading reproduce it.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        self.size, self.batch_size, self.seed, self.rank, self.world = size, batch_size, seed, rank, world
+        self.epoch, self.start_batch = 0, 0
+        self.batches_per_epoch = size // (batch_size * world)
+        if self.batches_per_epoch < 1:
+            raise ValueError(f"{size} training images are fewer than one batch of {batch_size} x {world} ranks")
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch - self.start_batch) * self.batch_size
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        order = torch.randperm(self.size, generator=g).tolist()
+        per_rank = self.batches_per_epoch * self.batch_size
+        mine = order[self.rank * per_rank:(self.rank + 1) * per_rank]
+        for pos in range(self.start_batch * self.batch_size, per_rank):
+            yield mine[pos], (self.seed, self.epoch, self.rank, pos)
+
+
+class SeededItems(torch.utils.data.Dataset):
+    """Indexes the dataset with ``(index, seed_tuple)``: each item's augmentation uses its own
+    ``numpy.random.Generator`` seeded from that tuple."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        idx, seed = key
+        return self.dataset.get_item(idx, rng=np.random.default_rng(list(seed) + [idx]))
+
+
+# --------------------------------------------------------------------------- data
+def build_data(cfg: dict, rank: int, world: int, validate: bool):
+    from .datasets import build_dataset, validate_index
+    from .transforms import eval_preset, train_preset
+
+    d = cfg["data"]
+    common = {"classes_file": d["classes_file"]}
+    train_set = build_dataset(
+        d["dataset"], d["root"], d["train_split"],
+        train_preset(crop_size=tuple(d["crop_size"]), scale_range=tuple(d["scale_range"]),
+                     mean=d["mean"], std=d["std"]), **common)
+    val_set = None
+    if d["val_split"]:
+        val_set = build_dataset(d["dataset"], d["root"], d["val_split"],
+                                eval_preset(size=d["eval_size"], mean=d["mean"], std=d["std"]), **common)
+    if d["limit_train"]:
+        train_set.limit(int(d["limit_train"]))
+    if val_set is not None and d["limit_val"]:
+        val_set.limit(int(d["limit_val"]))
+    if validate and d["validate_index"]:
+        validate_index(train_set, progress=cfg["run"]["progress"])
+        if val_set is not None:
+            validate_index(val_set, progress=cfg["run"]["progress"])
+    return train_set, val_set
+
+
+def make_loader(dataset, sampler, batch_size, workers, device):
+    return torch.utils.data.DataLoader(
+        SeededItems(dataset), batch_size=batch_size, sampler=sampler, num_workers=workers,
+        pin_memory=device.type == "cuda", drop_last=True, persistent_workers=False)
+
+
+def make_val_loader(dataset, rank, world, workers):
+    indices = list(range(rank, len(dataset), world))
+    return torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=1,
+                                       shuffle=False, num_workers=workers)
+
+
+# --------------------------------------------------------------------------- trainer
+class StopRequested(Exception):
+    pass
+
+
+class Trainer:
+    def __init__(self, cfg: dict, stage: str, out_dir: Path, resume: bool, argv: list[str] | None = None):
+        self.cfg, self.stage, self.out_dir = cfg, stage, out_dir
+        self.argv = argv or []
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.main = self.rank == 0
+        self.device = resolve_device(cfg["run"]["device"], self.local_rank)
+        if cfg["run"]["threads"]:
+            torch.set_num_threads(int(cfg["run"]["threads"]))
+        self.total = int(cfg["stage2" if stage == "stage2" else "stage1"]["iters"])
+        self.resume = resume
+        self.stop_signal: int | None = None
+
+    # ---- setup
+    def setup(self, train_set, val_set, init_state=None):
+        cfg = self.cfg
+        seed_everything(cfg["run"]["seed"] + self.rank)
+        self.class_names = list(train_set.class_names)
+        module, self.info = build_stage(self.stage, cfg, self.class_names, self.device, init_state)
+        self.module: TrainModule = module.to(self.device)
+        self.ddp = None
+        if self.world > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        groups = param_groups(self.module, cfg, self.stage)
+        o = cfg["optim"]
+        self.optimizer = torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=o["momentum"])
+        self.criterion = SegmentationCriterion(
+            cfg["loss"]["ohem_thresh"], cfg["loss"]["ohem_min_kept_div"], cfg["loss"]["aux_weight"],
+            cfg["loss"]["detail_weight"], cfg["loss"]["text_weight"], cfg["loss"]["tau"])
+        self.use_amp = bool(cfg["run"]["amp"]) and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.sampler = EpochSampler(len(train_set), cfg["data"]["batch_size"], cfg["run"]["seed"],
+                                    self.rank, self.world)
+        self.train_set, self.val_set = train_set, val_set
+        self.iteration, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.best_miou, self.best_iter, self.history = -1.0, -1, []
+        self.train_seconds = 0.0
+        if self.resume and (self.out_dir / "last.pt").is_file():
+            self._load_last(self.out_dir / "last.pt")
+
+    def _set_lr(self):
+        o = self.cfg["optim"]
+        f = poly_warmup_factor(self.iteration, self.total, o["power"], o["warmup_iters"], o["warmup_ratio"])
+        for g in self.optimizer.param_groups:
+            g["lr"] = g["initial_lr"] * f
+
+    # ---- checkpoints
+    def _state(self) -> dict:
+        self.module.bake_text()
+        return {
+            "format": "clipseg-train-checkpoint", "stage": self.stage, "config": self.cfg,
+            "class_names": self.class_names, "iteration": self.iteration, "total": self.total,
+            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+            "net": self.module.net.state_dict(),
+            "prompt_ctx": self.module.prompt.ctx.detach().cpu() if self.module.prompt is not None else None,
+            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+            "rng": rng_state(), "best_miou": self.best_miou, "best_iter": self.best_iter,
+            "history": self.history, "info": self.info, "train_seconds": self.train_seconds,
+        }
+
+    def save_last(self):
+        if self.main:
+            atomic_torch_save(self._state(), self.out_dir / "last.pt")
+        self._barrier()
+
+    def _load_last(self, path: Path):
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        if ckpt.get("stage") != self.stage:
+            raise ConfigError(f"{path} is a {ckpt.get('stage')} checkpoint, not {self.stage}")
+        self.module.net.load_state_dict(ckpt["net"])
+        if ckpt["prompt_ctx"] is not None:
+            with torch.no_grad():
+                self.module.prompt.ctx.copy_(ckpt["prompt_ctx"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        self.iteration, self.epoch, self.batch_in_epoch = ckpt["iteration"], ckpt["epoch"], ckpt["batch_in_epoch"]
+        self.best_miou, self.best_iter = ckpt["best_miou"], ckpt["best_iter"]
+        self.history = ckpt["history"]
+        self.train_seconds = ckpt.get("train_seconds", 0.0)
+        if self.main:
+            print(f"[{self.stage}] resumed from {path} at iteration {self.iteration}/{self.total}", flush=True)
+
+    def _barrier(self):
+        if self.world > 1:
+            dist.barrier()
+
+    # ---- validation
+    def validate(self) -> dict | None:
+        if self.val_set is None:
+            return None
+        from .evaluate import evaluate
+
+        self.module.bake_text()
+        loader = make_val_loader(self.val_set, self.rank, self.world, min(2, self.cfg["data"]["workers"]))
+        cm = evaluate(self.module.net, loader, len(self.class_names), self.device,
+                      distributed=self.world > 1)
+        self.module.train()
+        return cm.compute()
+
+    # ---- loop
+    def _signal(self, signum, frame):
+        self.stop_signal = signum
+
+    def _stop_now(self) -> bool:
+        flag = 1.0 if self.stop_signal is not None else 0.0
+        if self.world > 1:
+            t = torch.tensor([flag])
+            dist.all_reduce(t)
+            flag = float(t)
+        return flag > 0
+
+    def run(self) -> dict:
+        cfg, run = self.cfg, self.cfg["run"]
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.main:
+            (self.out_dir / "config.yaml").write_text(dump_config(cfg))
+        old = {s: signal.signal(s, self._signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        log_file = self.out_dir / "log.csv"
+        writer = None
+        tb = None
+        if self.main:
+            new = not log_file.exists() or self.iteration == 0
+            fh = open(log_file, "w" if new else "a", newline="")
+            writer = csv.writer(fh)
+            if new:
+                writer.writerow(["iteration", "epoch", "lr", "loss", "seg", "aux16", "aux32", "detail",
+                                 "text", "seconds"])
+            if run["tensorboard"]:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                    tb = SummaryWriter(str(self.out_dir / "tb"))
+                except ImportError:
+                    print("tensorboard not installed; logging to CSV only", file=sys.stderr)
+        bar = None
+        if self.main and run["progress"]:
+            from tqdm import tqdm
+            bar = tqdm(total=self.total, initial=self.iteration, desc=f"{self.stage}", unit="it",
+                       dynamic_ncols=True)
+        model = self.ddp or self.module
+        self.module.train()
+        loader_iter = None
+        t_start = time.time()
+        try:
+            while self.iteration < self.total:
+                if loader_iter is None:
+                    if self.batch_in_epoch >= self.sampler.batches_per_epoch:
+                        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                    self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
+                    loader_iter = iter(make_loader(self.train_set, self.sampler, cfg["data"]["batch_size"],
+                                                   cfg["data"]["workers"], self.device))
+                try:
+                    batch = next(loader_iter)
+                except StopIteration:
+                    loader_iter = None
+                    self.batch_in_epoch = self.sampler.batches_per_epoch
+                    continue
+                self._set_lr()
+                images = batch["image"].to(self.device, non_blocking=True)
+                labels = batch["label"].to(self.device, non_blocking=True)
+                ctx = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext()
+                with ctx:
+                    outputs = model(images)
+                    loss, parts = self.criterion(outputs, labels)
+                if not math.isfinite(float(loss)):
+                    raise FloatingPointError(f"loss is {float(loss)} at iteration {self.iteration} "
+                                             f"({parts}); lower optim.lr or check the data")
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.iteration += 1
+                self.batch_in_epoch += 1
+                lr = self.optimizer.param_groups[-1]["lr"] if self.stage == "stage2" else self.optimizer.param_groups[0]["lr"]
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.2e}", ep=self.epoch, refresh=False)
+                if writer is not None and (self.iteration % run["log_interval"] == 0 or self.iteration == self.total):
+                    writer.writerow([self.iteration, self.epoch, f"{lr:.6g}", f"{float(loss):.5f}"] +
+                                    [f"{parts.get(k, float('nan')):.5f}" for k in ("seg", "aux16", "aux32", "detail", "text")] +
+                                    [f"{self.train_seconds + time.time() - t_start:.1f}"])
+                    fh.flush()
+                    if tb is not None:
+                        tb.add_scalar("train/loss", float(loss), self.iteration)
+                        tb.add_scalar("train/lr", lr, self.iteration)
+                if run["val_interval"] and (self.iteration % run["val_interval"] == 0 or self.iteration == self.total):
+                    self._validate_and_keep_best(bar, tb)
+                if self.iteration % run["ckpt_interval"] == 0 or self.iteration == self.total:
+                    self.train_seconds += time.time() - t_start
+                    t_start = time.time()
+                    self.save_last()
+                if self._stop_now():
+                    self.train_seconds += time.time() - t_start
+                    t_start = time.time()
+                    self.save_last()
+                    raise StopRequested()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                fh.close()
+            if tb is not None:
+                tb.close()
+        if not run["val_interval"] or self.best_iter < 0:
+            # No validation configured: the final weights are the "best".
+            if self.main:
+                atomic_torch_save(self._best_payload(None), self.out_dir / "best.pt")
+        summary = {"stage": self.stage, "iterations": self.total, "best_miou": self.best_miou,
+                   "best_iteration": self.best_iter, "train_seconds": round(self.train_seconds, 1),
+                   "history": self.history, "command": " ".join(self.argv), "info": self.info}
+        if self.main:
+            (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def _best_payload(self, result):
+        return {"format": "clipseg-train-checkpoint", "stage": self.stage, "config": self.cfg,
+                "class_names": self.class_names, "iteration": self.iteration,
+                "net": {k: v.detach().cpu() for k, v in self.module.net.state_dict().items()},
+                "prompt_ctx": self.module.prompt.ctx.detach().cpu() if self.module.prompt is not None else None,
+                "val": result, "info": self.info}
+
+    def _validate_and_keep_best(self, bar, tb):
+        result = self.validate()
+        if result is None:
+            return
+        miou = float(result["miou"])
+        self.history.append({"iteration": self.iteration, "miou": miou,
+                             "pixel_accuracy": float(result["pixel_accuracy"])})
+        if tb is not None:
+            tb.add_scalar("val/mIoU", miou, self.iteration)
+        if self.main:
+            with open(self.out_dir / "val.csv", "a") as fh:
+                fh.write(f"{self.iteration},{miou:.4f},{result['pixel_accuracy']:.4f}\n")
+        if miou > self.best_miou:
+            self.best_miou, self.best_iter = miou, self.iteration
+            if self.main:
+                atomic_torch_save(self._best_payload(_jsonable(result)), self.out_dir / "best.pt")
+        msg = f"[{self.stage}] iter {self.iteration}/{self.total}  val mIoU {miou:.2f}  (best {self.best_miou:.2f} @ {self.best_iter})"
+        if self.main:
+            (bar.write if bar is not None else print)(msg)
+        self._barrier()
+
+
+def _jsonable(result: dict) -> dict:
+    out = {}
+    for k, v in result.items():
+        if isinstance(v, np.ndarray):
+            out[k] = v.tolist()
+        elif isinstance(v, (np.floating, np.integer)):
+            out[k] = v.item()
+        else:
+            out[k] = v
+    return out
+
+
+# --------------------------------------------------------------------------- checkpoints → networks
+def load_checkpoint_network(path, device="cpu"):
+    """The trained network (eval mode, T baked in) and the checkpoint dict."""
+    from clipseg_ros.networks import create_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "clipseg-train-checkpoint":
+        raise ValueError(f"{path} is not a clipseg training checkpoint")
+    cfg = ckpt["config"]
+    state = ckpt["net"]
+    text_dim = None
+    if "text_guidance.text_embeddings" in state:
+        text_dim = int(state["text_guidance.text_embeddings"].shape[1])
+    net = create_model(cfg["model"]["name"], len(ckpt["class_names"]), text_dim,
+                       detail_head="detail.conv_out.weight" in state,
+                       aux_heads="aux16.conv_out.weight" in state)
+    net.load_state_dict(state)
+    return net.to(device).eval(), ckpt
+
+
+# --------------------------------------------------------------------------- entry point
+def train(cfg: dict, stage: str, resume: bool = False, argv=None) -> dict:
+    """Run one stage or both; returns {stage: summary}."""
+    out_root = Path(cfg["run"]["out_dir"])
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and cfg["run"]["device"] != "cpu" else "gloo"
+        dist.init_process_group(backend)
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    stages = ["stage1", "stage2"] if stage == "both" else [stage]
+    train_set, val_set = build_data(cfg, int(os.environ.get("RANK", "0")), world, validate=True)
+    _check_class_count(cfg, train_set)
+    summaries = {}
+    for st in stages:
+        out_dir = out_root / st
+        trainer = Trainer(cfg, st, out_dir, resume, argv)
+        if (resume and (out_dir / "summary.json").is_file()
+                and _finished(out_dir / "last.pt", trainer.total)):
+            summaries[st] = json.loads((out_dir / "summary.json").read_text())
+            if trainer.main:
+                print(f"[{st}] already finished in {out_dir}; skipping", flush=True)
+            continue
+        init_state = None
+        if st == "stage2":
+            init_path = Path(cfg["stage2"]["init"] or out_root / "stage1" / "best.pt")
+            if not init_path.is_file():
+                raise FileNotFoundError(f"stage 2 starts from a stage-1 checkpoint; not found: {init_path} "
+                                        f"(run --stage stage1 first or set stage2.init)")
+            init_state = torch.load(init_path, map_location="cpu", weights_only=False)["net"]
+        trainer.setup(train_set, val_set, init_state)
+        summaries[st] = trainer.run()
+    return summaries
+
+
+def _finished(last: Path, total: int) -> bool:
+    if not last.is_file():
+        return False
+    return torch.load(last, map_location="cpu", weights_only=False).get("iteration", -1) >= total
+
+
+def _check_class_count(cfg: dict, train_set) -> None:
+    k = len(train_set.class_names)
+    names = cfg["text"].get("prompt_names")
+    if names is not None and len(names) != k:
+        raise ConfigError(f"text.prompt_names lists {len(names)} names but dataset "
+                          f"{cfg['data']['dataset']} has {k} classes")
+    if cfg["model"]["guidance"] and cfg["text"]["type"] == "precomputed" and cfg["text"]["path"]:
+        path = Path(cfg["text"]["path"])
+        if path.is_file():
+            try:
+                with np.load(path) as data:
+                    n = data["embeddings"].shape[0] if "embeddings" in data.files else None
+            except Exception:
+                n = None  # the text encoder reports the unreadable file with its own message
+            if n is not None and n != k:
+                raise ConfigError(f"text embeddings {path} have {n} classes but dataset "
+                                  f"{cfg['data']['dataset']} has {k}")
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="clipseg-train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="YAML config (see training/configs)")
+    parser.add_argument("--stage", choices=STAGE_CHOICES, default="both",
+                        help="baseline (no guidance), stage1, stage2, or both (stage1 then stage2)")
+    parser.add_argument("--resume", action="store_true", help="continue from <out_dir>/<stage>/last.pt")
+    parser.add_argument("--out-dir", help="shortcut for run.out_dir=...")
+    parser.add_argument("--seed", type=int, help="shortcut for run.seed=...")
+    parser.add_argument("--export", metavar="PATH", help="export the final best model to this .clipseg file")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. stage1.iters=500 data.batch_size=4")
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides)
+    if args.out_dir:
+        overrides.append(f"run.out_dir={args.out_dir}")
+    if args.seed is not None:
+        overrides.append(f"run.seed={args.seed}")
+    try:
+        from .datasets import DatasetError
+    except ImportError:  # pragma: no cover
+        DatasetError = ValueError
+    try:
+        cfg = load_config(args.config, overrides)
+        if args.stage == "baseline":
+            cfg["model"]["guidance"] = False
+        summaries = train(cfg, args.stage, args.resume, ["clipseg-train"] + argv)
+    except StopRequested:
+        print("clipseg-train: stopped by signal; checkpoint saved, continue with --resume", file=sys.stderr)
+        return 130
+    except (ConfigError, DatasetError, FileNotFoundError, ValueError) as exc:
+        print(f"clipseg-train: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    for st, s in summaries.items():
+        print(f"[{st}] best val mIoU {s['best_miou']:.2f} at iteration {s['best_iteration']} "
+              f"({s['train_seconds']:.0f} s)")
+    if args.export and int(os.environ.get("RANK", "0")) == 0:
+        from .export import export_checkpoint
+        last_stage = list(summaries)[-1]
+        export_checkpoint(Path(cfg["run"]["out_dir"]) / last_stage / "best.pt", args.export)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
