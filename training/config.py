@@ -83,6 +83,7 @@ DEFAULTS: dict[str, Any] = {
         "init": None,                   # stage-1 checkpoint; None = the best of this run's stage 1
     },
     "run": {
+        "stage": None,                  # baseline | stage1 | stage2 | both; None = both (baseline if unguided)
         "out_dir": "runs/default",
         "seed": 0,
         "device": "auto",

@@ -517,8 +517,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="clipseg-train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="YAML config (see training/configs)")
-    parser.add_argument("--stage", choices=STAGE_CHOICES, default="both",
-                        help="baseline (no guidance), stage1, stage2, or both (stage1 then stage2)")
+    parser.add_argument("--stage", choices=STAGE_CHOICES, default=None,
+                        help="baseline (no guidance), stage1, stage2, or both (stage1 then stage2); "
+                             "default run.stage from the config, else both (baseline when unguided)")
     parser.add_argument("--resume", action="store_true", help="continue from <out_dir>/<stage>/last.pt")
     parser.add_argument("--out-dir", help="shortcut for run.out_dir=...")
     parser.add_argument("--seed", type=int, help="shortcut for run.seed=...")
@@ -536,9 +537,12 @@ def main(argv=None) -> int:
         DatasetError = ValueError
     try:
         cfg = load_config(args.config, overrides)
-        if args.stage == "baseline":
+        stage = args.stage or cfg["run"]["stage"] or ("both" if cfg["model"]["guidance"] else "baseline")
+        if stage not in STAGE_CHOICES:
+            raise ConfigError(f"run.stage {stage!r} is not one of {', '.join(STAGE_CHOICES)}")
+        if stage == "baseline":
             cfg["model"]["guidance"] = False
-        summaries = train(cfg, args.stage, args.resume, ["clipseg-train"] + argv)
+        summaries = train(cfg, stage, args.resume, ["clipseg-train"] + argv)
     except StopRequested:
         print("clipseg-train: stopped by signal; checkpoint saved, continue with --resume", file=sys.stderr)
         return 130

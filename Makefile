@@ -1,0 +1,48 @@
+# clipseg_ros developer entry points.  `make demo` and `make test` each take a fresh machine from
+# nothing to a result: they create the venv (PyTorch, ROS 2 Jazzy wheels, ONNX Runtime, the package)
+# on first use and reuse it afterwards.
+#
+# DDS stays on this machine for everything started from here: shared-memory transport only, a
+# domain id of our own, logs in a temp folder.  The node itself sets none of this (robots need
+# the network).
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip --disable-pip-version-check --no-input
+STAMP := $(VENV)/.clipseg-installed
+
+export FASTDDS_BUILTIN_TRANSPORTS := SHM?max_msg_size=4MB&sockets_size=32MB
+export ROS_DOMAIN_ID ?= 73
+export ROS_LOG_DIR ?= $(shell mktemp -d -t clipseg_roslog.XXXXXX 2>/dev/null || echo /tmp/clipseg_roslog)
+export OMP_NUM_THREADS ?= 2
+
+DEMO_OUT ?= outputs/demo
+SAMPLE_BAG ?= data/sample_bag/camvid_val_sample
+
+.PHONY: venv test demo bench clean-venv
+
+venv: $(STAMP)
+
+# torch/torchvision are pinned so pip takes the wheels on this machine's disk (and never resolves
+# a multi-GB CUDA build from the network); rclpy and messages come from the ROS 2 Jazzy PyPI wheels.
+$(STAMP): setup.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PIP) install -q --upgrade pip setuptools wheel 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PIP) install -q torch==2.14.1 torchvision==0.29.1 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PIP) install -q -e ".[ros,onnx,bag,train,test]" 2>&1 | grep -v "^WARNING: Location" | grep -v "^ *$$" || true
+	@$(PY) -c "import torch, rclpy, onnxruntime, rosbags, clipseg_ros, clipseg_training" \
+	  || { echo "venv set-up failed"; exit 1; }
+	@touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/clipseg-bag-eval live --bag $(SAMPLE_BAG) --out $(DEMO_OUT)
+
+bench: $(STAMP)
+	$(VENV)/bin/clipseg-bench
+
+clean-venv:
+	rm -rf $(VENV)

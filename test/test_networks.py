@@ -1,0 +1,251 @@
+"""Networks: every architecture forward/backward with and without guidance; the score map is the
+cosine similarity; the deploy graph; losses use tau; model files round-trip and reject bad files."""
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from clipseg_ros.model_file import ModelFile, ModelFileError, save_model_file
+from clipseg_ros.networks import ARCHITECTURES, DeployWrapper, arch_spec, build_from_spec, create_model
+from clipseg_ros.segmenter import Segmenter, SegmenterConfigError
+
+torch.set_num_threads(2)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+@pytest.mark.parametrize("text_dim", [None, 64])
+def test_forward_backward_every_network(name, text_dim):
+    torch.manual_seed(0)
+    net = create_model(name, 5, text_dim).train()
+    if text_dim:
+        net.text_guidance.set_text_embeddings(torch.randn(5, text_dim))
+    x = torch.randn(2, 3, 64, 96)
+    out = net(x)
+    assert out["logits"].shape == (2, 5, 8, 12)            # 1/8 scale
+    assert out["aux16"].shape == (2, 5, 8, 12)
+    assert out["aux32"].shape == (2, 5, 4, 6)
+    assert out["detail"].shape == (2, 1, 8, 12)
+    assert ("score_map" in out) == bool(text_dim)
+    if text_dim:
+        assert out["score_map"].shape == (2, 5, 2, 3)      # 1/32 scale
+    loss = sum(v.float().pow(2).mean() for v in out.values())
+    loss.backward()
+    grads = [p.grad for p in net.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    net.eval()
+    with torch.no_grad():
+        assert set(net(x)) == ({"logits", "score_map"} if text_dim else {"logits"})
+
+
+def test_baseline_and_enhanced_twins_differ_only_by_guidance():
+    base = create_model("stdc1", 11, None)
+    enh = create_model("stdc1", 11, 1024)
+    b, e = base.state_dict(), enh.state_dict()
+    extra = set(e) - set(b)
+    assert extra == {"text_guidance.text_embeddings"}      # C = D = 1024: identity projection
+    changed = {k for k in b if b[k].shape != e[k].shape}
+    # only the layers fed by [f, S] (last ARM and global context) grow by K input channels
+    assert changed == {"arm32.conv.0.weight", "conv_avg.0.weight"}
+    assert e["arm32.conv.0.weight"].shape[1] == b["arm32.conv.0.weight"].shape[1] + 11
+    mob = create_model("mobilenetv2", 11, 1024).state_dict()
+    assert "text_guidance.proj.weight" in mob                 # C = 320 != D = 1024 -> 1x1 projection
+
+
+def test_score_map_is_cosine_similarity():
+    torch.manual_seed(1)
+    net = create_model("mobilenetv2", 4, 16).eval()
+    text = torch.randn(4, 16)
+    feat = torch.randn(2, 320, 3, 5)
+    score = net.text_guidance(feat, text)
+    proj = net.text_guidance.proj(feat)                       # (2,16,3,5)
+    expected = torch.einsum("kd,bdhw->bkhw", F.normalize(text, dim=1), F.normalize(proj, dim=1))
+    assert torch.allclose(score, expected, atol=1e-5)
+    # a cosine: every value in [-1, 1] and the argument order of T does not matter for scale
+    assert score.abs().max() <= 1 + 1e-5
+    assert torch.allclose(net.text_guidance(feat, text * 7.0), score, atol=1e-5)
+    # the buffer is used when no T is passed
+    net.text_guidance.set_text_embeddings(text)
+    assert torch.allclose(net.text_guidance(feat), score, atol=1e-6)
+    with pytest.raises(ValueError, match=r"\(4, 16\)"):
+        net.text_guidance.set_text_embeddings(torch.randn(3, 16))
+
+
+def test_textual_loss_uses_temperature():
+    from clipseg_training.losses import OhemCrossEntropy, SegmentationCriterion
+
+    torch.manual_seed(2)
+    score = torch.rand(1, 3, 4, 4) * 2 - 1
+    labels = torch.randint(0, 3, (1, 16, 16))
+    for tau in (0.07, 0.5):
+        crit = SegmentationCriterion(tau=tau)
+        expected = OhemCrossEntropy(0.7, 16)(score / tau, labels)
+        assert torch.allclose(crit.textual_loss(score, labels), expected)
+    assert not torch.allclose(SegmentationCriterion(tau=0.07).textual_loss(score, labels),
+                              SegmentationCriterion(tau=1.0).textual_loss(score, labels))
+
+
+def test_ohem_keeps_hard_pixels_and_min_kept():
+    from clipseg_training.losses import OhemCrossEntropy
+
+    logits = torch.zeros(1, 2, 4, 4)
+    logits[:, 0] = 5.0                     # class 0 very confident everywhere
+    labels = torch.zeros(1, 4, 4, dtype=torch.long)
+    labels[0, 0, :2] = 1                   # two hard pixels (p(gt) tiny)
+    labels[0, 3, 3] = 255                  # ignored
+    loss = OhemCrossEntropy(thresh=0.7, min_kept_div=16)(logits, labels)
+    hard = F.cross_entropy(logits, labels, ignore_index=255, reduction="none")[0, 0, :2].mean()
+    assert torch.allclose(loss, hard)      # only the hard pixels (>= min_kept = 1) count
+    # min_kept larger than the hard set: easy pixels are added
+    loss_all = OhemCrossEntropy(thresh=0.7, min_kept_div=1)(logits, labels)
+    assert loss_all < loss
+
+
+def test_deploy_wrapper_matches_network():
+    torch.manual_seed(3)
+    net = create_model("mobilenetv2", 6, None).eval()
+    mean, std = [120.0, 110.0, 100.0], [50.0, 60.0, 70.0]
+    wrapper = DeployWrapper(net, mean, std).eval()
+    img = torch.randint(0, 256, (1, 64, 96, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        labels, conf = wrapper(img)
+        x = (img.permute(0, 3, 1, 2).float() - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+        logits = F.interpolate(net(x)["logits"], size=(64, 96), mode="bilinear", align_corners=False)
+        prob = logits.softmax(1)
+    assert labels.dtype == torch.uint8 and labels.shape == (1, 64, 96)
+    assert torch.equal(labels.long(), prob.argmax(1))
+    assert torch.allclose(conf, prob.max(1).values, atol=1e-5)
+
+
+def _known_net(k=4, cls=2):
+    net = create_model("mobilenetv2", k, 8)
+    net.text_guidance.set_text_embeddings(torch.randn(k, 8))
+    with torch.no_grad():
+        net.head.conv_out.weight.zero_()
+        bias = torch.full((k,), -3.0)
+        bias[cls] = 3.0
+        net.head.conv_out.bias.copy_(bias)
+    return net.eval()
+
+
+def test_model_file_round_trip_both_backends(tmp_path):
+    torch.manual_seed(4)
+    net = create_model("mobilenetv2", 5, 32)
+    net.text_guidance.set_text_embeddings(torch.randn(5, 32))
+    net.eval()
+    path = tmp_path / "m.clipseg"
+    meta = save_model_file(path, net, ["a", "b", "c", "d", "e"], input_size=[64, 96],
+                           provenance={"note": "test"})
+    mf = ModelFile(path)
+    assert mf.meta.class_names == ["a", "b", "c", "d", "e"] and mf.meta.input_size == [64, 96]
+    assert mf.meta.provenance["note"] == "test" and meta.members
+    with zipfile.ZipFile(path) as zf:
+        assert set(zf.namelist()) == {"meta.json", "weights.pt", "model.onnx"}
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    r_torch = Segmenter(path, device="cpu", backend="torch")(img, want_confidence=True)
+    r_ort = Segmenter(path, device="cpu", backend="onnxruntime")(img, want_confidence=True)
+    assert r_torch.labels.shape == (120, 160) and r_torch.labels.dtype == np.uint8
+    assert (r_torch.labels == r_ort.labels).mean() > 0.999
+    assert np.abs(r_torch.confidence - r_ort.confidence).max() < 1e-4
+    # training-only heads are not in the deployed file; T is
+    state = mf.state_dict()
+    assert "text_guidance.text_embeddings" in state and not any(k.startswith(("aux", "detail")) for k in state)
+
+
+def test_known_output_model(tmp_path):
+    path = tmp_path / "known.clipseg"
+    save_model_file(path, _known_net(4, 2), ["w", "x", "y", "z"], input_size=[32, 48])
+    for backend in ("torch", "onnxruntime"):
+        labels = Segmenter(path, device="cpu", backend=backend)(np.zeros((50, 70, 3), np.uint8)).labels
+        assert labels.shape == (50, 70) and (labels == 2).all()
+
+
+def _rewrite(path, out, mutate_meta=None, drop=None, corrupt=None):
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    if mutate_meta:
+        meta = json.loads(members["meta.json"])
+        mutate_meta(meta)
+        members["meta.json"] = json.dumps(meta).encode()
+    for n in drop or []:
+        members.pop(n)
+    if corrupt:
+        members[corrupt] = members[corrupt][:-10] + b"0123456789"
+    with zipfile.ZipFile(out, "w") as zf:
+        for n, d in members.items():
+            zf.writestr(n, d)
+    return out
+
+
+def test_bad_model_files_name_the_file_and_problem(tmp_path):
+    good = tmp_path / "good.clipseg"
+    save_model_file(good, _known_net(), ["w", "x", "y", "z"], input_size=[32, 48])
+    cases = {
+        "missing": (tmp_path / "nope.clipseg", "does not exist"),
+        "truncated": (tmp_path / "trunc.clipseg", "truncated"),
+        "classes": (_rewrite(good, tmp_path / "cls.clipseg",
+                             lambda m: m.__setitem__("class_names", ["a", "b", "c"])), "3 class names"),
+        "palette": (_rewrite(good, tmp_path / "pal.clipseg",
+                             lambda m: m.__setitem__("palette", [[0, 0, 0]] * 3)), "palette"),
+        "corrupt": (_rewrite(good, tmp_path / "cor.clipseg", corrupt="weights.pt"), "sha256"),
+        "meta": (_rewrite(good, tmp_path / "nometa.clipseg", drop=["meta.json"]), "meta.json"),
+        "std": (_rewrite(good, tmp_path / "std.clipseg",
+                         lambda m: m.__setitem__("std", [1.0, 0.0, 1.0])), "std"),
+        "version": (_rewrite(good, tmp_path / "ver.clipseg",
+                             lambda m: m.__setitem__("format_version", 99)), "format_version"),
+    }
+    data = good.read_bytes()
+    (tmp_path / "trunc.clipseg").write_bytes(data[: len(data) // 2])
+    for name, (path, needle) in cases.items():
+        with pytest.raises(ModelFileError) as info:
+            Segmenter(path, device="cpu", backend="torch")
+        assert str(path) in str(info.value), name
+        assert needle in str(info.value), (name, str(info.value))
+
+
+def test_weights_that_do_not_match_the_architecture(tmp_path):
+    good = tmp_path / "good.clipseg"
+    save_model_file(good, _known_net(), ["w", "x", "y", "z"], input_size=[32, 48])
+    bad = _rewrite(good, tmp_path / "arch.clipseg",
+                   lambda m: (m["arch"].__setitem__("name", "stdc1"), m.__setitem__("members", {})))
+    with pytest.raises(ModelFileError, match="do not match"):
+        Segmenter(bad, device="cpu", backend="torch")
+
+
+def test_segmenter_config_errors(tmp_path):
+    path = tmp_path / "m.clipseg"
+    save_model_file(path, _known_net(), ["w", "x", "y", "z"], input_size=[32, 48])
+    with pytest.raises(SegmenterConfigError, match="gpu7"):
+        Segmenter(path, device="gpu7")
+    with pytest.raises(SegmenterConfigError, match="fp16"):
+        Segmenter(path, device="cpu", precision="fp16")
+    with pytest.raises(SegmenterConfigError, match="backend"):
+        Segmenter(path, device="cpu", backend="tensorflow")
+    if not torch.cuda.is_available():
+        with pytest.raises(SegmenterConfigError, match="CUDA"):
+            Segmenter(path, device="cuda", backend="torch")
+
+
+def test_arch_spec_round_trip():
+    net = create_model("stdc2", 7, 512, detail_head=False, aux_heads=False)
+    spec = arch_spec(net)
+    assert spec == {"name": "stdc2", "num_classes": 7, "text_dim": 512, "detail_head": False, "aux_heads": False}
+    assert arch_spec(build_from_spec(spec)) == spec
+    with pytest.raises(ValueError, match="resnet"):
+        create_model("resnet", 3)
+
+
+def test_mobilenetv2_imagenet_weights_load(shared_data):
+    import torchvision
+
+    path = shared_data / "pretrained" / "mobilenet_v2-b0353104.pth"
+    net = create_model("mobilenetv2", 3, None, pretrained=str(path))
+    ref = torchvision.models.mobilenet_v2()
+    ref.load_state_dict(torch.load(path, weights_only=True))
+    assert torch.equal(net.backbone.x16[6].conv[0][0].weight, ref.features[13].conv[0][0].weight)
+    assert torch.equal(net.backbone.x8[0][0].weight, ref.features[0][0].weight)
+    with pytest.raises(FileNotFoundError, match="not-there"):
+        create_model("mobilenetv2", 3, None, pretrained="/not-there.pth")
