@@ -21,9 +21,10 @@ from clipseg_ros.metrics import ConfusionMatrix, format_table, plot_confusion, p
 
 @torch.no_grad()
 def predict_logits(net, images: torch.Tensor, text=None, flip: bool = False,
-                   scales=(1.0,)) -> torch.Tensor:
-    """Class probabilities (B,K,H,W) at the input size, averaged over flips and scales."""
-    h, w = images.shape[-2:]
+                   scales=(1.0,), out_size=None) -> torch.Tensor:
+    """Class probabilities (B,K,H,W) at ``out_size`` (default the input size), averaged over
+    flips and scales."""
+    h, w = out_size if out_size is not None else images.shape[-2:]
     total = None
     for s in scales:
         x = images if s == 1.0 else F.interpolate(images, scale_factor=s, mode="bilinear",
@@ -52,7 +53,9 @@ def evaluate(net, loader, num_classes: int, device, text=None, flip=False, scale
     for batch in it:
         images = batch["image"].to(device, non_blocking=True)
         labels = batch["label"]
-        pred = predict_logits(net, images, text, flip, scales).argmax(1).cpu().numpy()
+        # images may be resized (data.eval_size); predictions are compared at label resolution
+        pred = predict_logits(net, images, text, flip, scales, out_size=labels.shape[-2:]).argmax(1)
+        pred = pred.cpu().numpy()
         cm.update(pred, labels.numpy())
     if distributed and torch.distributed.is_initialized():
         counts = torch.from_numpy(cm.counts.copy())

@@ -1,0 +1,244 @@
+"""Training end to end on a few real CamVid images: two stages, eval, export, runtime loading;
+stage-2 freezing; exact resume after a real SIGTERM; a 2-process gloo DDP run; bad input."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from clipseg_training.config import ConfigError, load_config
+from clipseg_training.train import main as train_main
+
+REPO = Path(__file__).resolve().parents[1]
+NPZ_RN50 = "text_embeddings/camvid11_clip_rn50.npz"
+
+
+def tiny_config(tmp_path, camvid_root, shared_data, **extra) -> Path:
+    """A few CamVid images, small crops, a handful of iterations, MobileNetV2 (ImageNet)."""
+    cfg = {
+        "model": {"name": "mobilenetv2", "pretrained": str(shared_data / "pretrained" / "mobilenet_v2-b0353104.pth")},
+        "text": {"type": "hf", "model_dir": None,
+                 "prompt_names": ["sky", "building", "pole", "road", "sidewalk", "tree", "traffic sign",
+                                  "fence", "car", "pedestrian", "bicyclist"]},
+        "prompt": {"n_ctx": 4},
+        "data": {"root": str(camvid_root), "crop_size": [96, 128], "scale_range": [0.25, 0.5],
+                 "eval_size": [96, 128], "batch_size": 2, "workers": 0, "limit_train": 6, "limit_val": 2},
+        "optim": {"warmup_iters": 2},
+        "stage1": {"iters": 4},
+        "stage2": {"iters": 3},
+        "run": {"out_dir": str(tmp_path / "run"), "val_interval": 2, "ckpt_interval": 2, "log_interval": 1,
+                "threads": 1, "progress": False},
+        "export": {"input_size": [96, 128]},
+    }
+    for key, value in extra.items():
+        section, name = key.split("__")
+        cfg.setdefault(section, {})[name] = value
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _backbone_state(state: dict) -> dict:
+    return {k: v for k, v in state.items() if k.startswith("backbone.")}
+
+
+@pytest.mark.slow
+def test_two_stages_eval_export_and_runtime(tmp_path, camvid_root, shared_data):
+    cfg = tiny_config(tmp_path, camvid_root, shared_data)
+    assert train_main([str(cfg), "--stage", "both"]) == 0
+    run = tmp_path / "run"
+    for stage in ("stage1", "stage2"):
+        summary = json.loads((run / stage / "summary.json").read_text())
+        assert summary["iterations"] == (4 if stage == "stage1" else 3)
+        assert 0 <= summary["best_miou"] <= 100
+        assert (run / stage / "best.pt").is_file() and (run / stage / "log.csv").is_file()
+
+    s1 = torch.load(run / "stage1" / "best.pt", weights_only=False)
+    s2_last = torch.load(run / "stage2" / "last.pt", weights_only=False)
+    # Stage 2 froze the backbone: weights AND batch-norm statistics unchanged ...
+    b1, b2 = _backbone_state(s1["net"]), _backbone_state(s2_last["net"])
+    assert b1.keys() == b2.keys() and len(b1) > 100
+    assert all(torch.equal(b1[k], b2[k]) for k in b1), "stage 2 changed the frozen backbone"
+    # ... while the head, the projection and the prompt contexts trained.
+    assert not torch.equal(s1["net"]["head.conv_out.weight"], s2_last["net"]["head.conv_out.weight"])
+    assert not torch.equal(s1["net"]["text_guidance.proj.weight"], s2_last["net"]["text_guidance.proj.weight"])
+    assert s2_last["prompt_ctx"].shape == (11, 4, 384)
+    # T baked into the checkpoint comes from the learned prompts, not the stage-1 bare names
+    assert not torch.allclose(s1["net"]["text_guidance.text_embeddings"],
+                              s2_last["net"]["text_guidance.text_embeddings"])
+    # optimizer: contexts without weight decay
+    groups = {g["name"]: g for g in s2_last["optimizer"]["param_groups"]} if "name" in s2_last["optimizer"]["param_groups"][0] else None
+    if groups:
+        assert groups["prompt_ctx"]["weight_decay"] == 0.0
+
+    # eval CLI on the checkpoint: metrics JSON + PNGs
+    from clipseg_training.evaluate import main as eval_main
+
+    out = tmp_path / "eval"
+    assert eval_main(["--checkpoint", str(run / "stage2" / "best.pt"), "--out", str(out), "--workers", "0",
+                      "--flip"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images"] == 2 and metrics["flip"] is True
+    assert (out / "confusion.png").stat().st_size > 1000 and (out / "per_class_iou.png").is_file()
+
+    # export → the runtime's loader reproduces the checkpoint's predictions
+    from clipseg_training.export import export_checkpoint
+    from clipseg_training.train import load_checkpoint_network
+    from clipseg_ros.networks import DeployWrapper
+    from clipseg_ros.segmenter import Segmenter
+    import cv2
+
+    model = tmp_path / "model.clipseg"
+    report = export_checkpoint(run / "stage2" / "best.pt", model)
+    assert all(r["ok"] for r in report["verify"].values()) and set(report["verify"]) == {"torch", "onnxruntime"}
+    img = cv2.cvtColor(cv2.imread(str(next((camvid_root / "val").glob("*.png")))), cv2.COLOR_BGR2RGB)
+    img = cv2.resize(img, (128, 96), interpolation=cv2.INTER_AREA)
+    net, ckpt = load_checkpoint_network(run / "stage2" / "best.pt")
+    with torch.no_grad():
+        ref, _ = DeployWrapper(net, ckpt["config"]["data"]["mean"], ckpt["config"]["data"]["std"])(
+            torch.from_numpy(img)[None])
+    for backend in ("torch", "onnxruntime"):
+        seg = Segmenter(model, device="cpu", backend=backend)
+        assert seg.class_names[0] == "Sky" and seg.input_size == (96, 128)
+        labels = seg(img).labels
+        assert (labels == ref[0].numpy()).mean() >= 0.999, backend
+    meta = seg.meta.provenance
+    assert meta["stage"] == "stage2" and meta["dataset"] == "camvid"
+
+
+def _run_cli(args, env=None, **kw):
+    return subprocess.Popen([sys.executable, "-m", "clipseg_training.train", *args], cwd=REPO,
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+@pytest.mark.slow
+def test_resume_after_sigterm_reproduces_uninterrupted_run(tmp_path, camvid_root, shared_data):
+    cfg = tiny_config(tmp_path, camvid_root, shared_data, text__type="precomputed",
+                      text__path=str(shared_data / NPZ_RN50), text__prompt_names=None,
+                      stage1__iters=8, run__val_interval=0, run__ckpt_interval=100,
+                      data__limit_train=6)
+    # uninterrupted reference, in-process
+    assert train_main([str(cfg), "--stage", "stage1", "run.out_dir=" + str(tmp_path / "ref")]) == 0
+    ref = torch.load(tmp_path / "ref" / "stage1" / "last.pt", weights_only=False)
+    assert ref["iteration"] == 8
+
+    # a real process, stopped by SIGTERM part-way, then resumed
+    out = tmp_path / "interrupted"
+    proc = _run_cli([str(cfg), "--stage", "stage1", f"run.out_dir={out}"])
+    log = out / "stage1" / "log.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if log.is_file() and len(log.read_text().splitlines()) >= 3:   # header + 2 iterations
+            break
+        if proc.poll() is not None:
+            pytest.fail("training exited before it could be interrupted:\n" + proc.stdout.read())
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert "--resume" in output
+    partial = torch.load(out / "stage1" / "last.pt", weights_only=False)
+    assert 2 <= partial["iteration"] < 8
+
+    assert train_main([str(cfg), "--stage", "stage1", f"run.out_dir={out}", "--resume"]) == 0
+    resumed = torch.load(out / "stage1" / "last.pt", weights_only=False)
+    assert resumed["iteration"] == 8
+    for key, value in ref["net"].items():
+        assert torch.allclose(value.float(), resumed["net"][key].float(), atol=1e-6, rtol=0), key
+    lines = (out / "stage1" / "log.csv").read_text().splitlines()
+    assert [int(l.split(",")[0]) for l in lines[1:]] == list(range(1, 9))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_gloo(tmp_path, camvid_root, shared_data):
+    cfg = tiny_config(tmp_path, camvid_root, shared_data, text__type="precomputed",
+                      text__path=str(shared_data / NPZ_RN50), text__prompt_names=None,
+                      stage1__iters=3, run__val_interval=3, run__device="cpu", data__limit_train=8)
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           "-m", "clipseg_training.train", str(cfg), "--stage", "stage1", f"run.out_dir={out}"]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    summary = json.loads((out / "stage1" / "summary.json").read_text())
+    assert summary["iterations"] == 3 and len(summary["history"]) == 1
+    ckpt = torch.load(out / "stage1" / "last.pt", weights_only=False)
+    assert ckpt["iteration"] == 3
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="learning_rate"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="optim.momentom"):
+        load_config(None, ["optim.momentom=0.5"])
+    assert train_main([str(bad)]) == 2
+
+
+def test_bad_inputs_stop_before_training(tmp_path, camvid_root, shared_data, capsys):
+    # missing dataset root
+    cfg = tiny_config(tmp_path, camvid_root, shared_data, data__root=str(tmp_path / "no-such-camvid"))
+    assert train_main([str(cfg), "--stage", "stage1"]) == 2
+    assert "no-such-camvid" in capsys.readouterr().err
+    # class-count mismatch: 19-class Cityscapes embeddings with 11-class CamVid
+    cfg = tiny_config(tmp_path, camvid_root, shared_data, text__type="precomputed", text__prompt_names=None,
+                      text__path=str(shared_data / "text_embeddings" / "cityscapes19_clip_rn50.npz"))
+    assert train_main([str(cfg), "--stage", "stage1"]) == 2
+    err = capsys.readouterr().err
+    assert "19" in err and "11" in err
+    # prompt names that do not match the classes
+    cfg = tiny_config(tmp_path, camvid_root, shared_data, text__prompt_names=["sky", "road"])
+    assert train_main([str(cfg), "--stage", "stage1"]) == 2
+    assert "prompt_names" in capsys.readouterr().err
+    # stage 2 with precomputed embeddings: prompt learning is impossible, said clearly
+    cfg = tiny_config(tmp_path, camvid_root, shared_data, text__type="precomputed", text__prompt_names=None,
+                      text__path=str(shared_data / NPZ_RN50), stage2__init=str(tmp_path / "x.pt"))
+    (tmp_path / "x.pt").write_bytes(b"")
+    torch.save({"net": {}}, tmp_path / "x.pt")
+    assert train_main([str(cfg), "--stage", "stage2"]) == 2
+    err = capsys.readouterr().err
+    assert "precomputed" in err.lower() or "prompt" in err.lower()
+
+
+def test_bad_label_values_detected_before_training(tmp_path, shared_data):
+    import cv2
+
+    root = tmp_path / "folder"
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i in range(2):
+            cv2.imwrite(str(root / "images" / split / f"f{i}.png"), np.full((32, 48, 3), 100, np.uint8))
+            lab = np.zeros((32, 48), np.uint8)
+            if split == "train" and i == 1:
+                lab[0, 0] = 7          # only 3 classes
+            cv2.imwrite(str(root / "labels" / split / f"f{i}.png"), lab)
+    (root / "classes.txt").write_text("a\nb\nc\n")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "model": {"name": "mobilenetv2", "guidance": False},
+        "data": {"dataset": "folder", "root": str(root), "classes_file": str(root / "classes.txt"),
+                 "crop_size": [32, 48], "batch_size": 1, "workers": 0},
+        "stage1": {"iters": 1}, "run": {"out_dir": str(tmp_path / "r"), "progress": False}}))
+    proc = _run_cli([str(cfg)])
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out
+    assert "f1.png" in out and "7" in out
+    assert not (tmp_path / "r" / "baseline" / "last.pt").exists()

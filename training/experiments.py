@@ -1,0 +1,189 @@
+"""The CamVid reproduction experiment: every row x every seed, resumable, and its report.
+
+    python -m clipseg_training.experiments run    [--rows ...] [--seeds 0 1 2] [--root runs/camvid-cpu]
+    python -m clipseg_training.experiments report [--root runs/camvid-cpu] [--out docs/results]
+
+``run`` trains the rows one after another; a finished run is skipped and an interrupted one is
+continued with ``--resume``, so the command can be stopped and restarted at any time.
+``report`` reads each run's ``summary.json`` / ``best.pt`` and writes ``results.json``, a
+Markdown page (mean ± std val mIoU per row, per-class IoU, training time, the exact command of
+every run) and a per-class IoU plot.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str            # row label in the report
+    config: str          # config file name in training/configs
+    stage: str           # stage to run (baseline | stage1 | both)
+    report_stage: str    # which stage's result the row reports
+    label: str           # human description
+
+
+ROWS = (
+    Row("baseline", "camvid-mobilenetv2-baseline-240x320.yaml", "baseline", "baseline",
+        "Baseline (no textual guidance)"),
+    Row("stage1-clip_rn50", "camvid-mobilenetv2-stage1-clip_rn50-240x320.yaml", "stage1", "stage1",
+        "Stage 1, CLIP RN50 class embeddings (precomputed)"),
+    Row("stage1-minilm", "camvid-mobilenetv2-stage12-minilm-240x320.yaml", "both", "stage1",
+        "Stage 1, MiniLM-L6 class embeddings (bundled encoder; not CLIP)"),
+    Row("stage2-minilm", "camvid-mobilenetv2-stage12-minilm-240x320.yaml", "both", "stage2",
+        "Stage 2, learnable prompts through MiniLM-L6 (not CLIP)"),
+)
+
+
+def run_dir(root: Path, row: Row, seed: int) -> Path:
+    # the two MiniLM rows share one two-stage run
+    key = "minilm" if row.config.startswith("camvid-mobilenetv2-stage12-minilm") else row.name
+    return root / key / f"seed{seed}"
+
+
+def command(row: Row, seed: int, root: Path, extra: list[str]) -> list[str]:
+    return ["clipseg-train", str(Path("training/configs") / row.config), "--stage", row.stage,
+            "--seed", str(seed), "--out-dir", str(run_dir(root, row, seed)), *extra]
+
+
+def finished(row: Row, seed: int, root: Path) -> bool:
+    return (run_dir(root, row, seed) / row.report_stage / "summary.json").is_file()
+
+
+def run(rows, seeds, root: Path, extra: list[str]) -> int:
+    done_dirs = set()
+    for seed in seeds:
+        for row in rows:
+            d = run_dir(root, row, seed)
+            if finished(row, seed, root) or (d, row.stage) in done_dirs:
+                print(f"[experiments] {row.name} seed {seed}: done", flush=True)
+                continue
+            cmd = command(row, seed, root, extra) + ["--resume"]
+            print(f"[experiments] {row.name} seed {seed}: {shlex.join(cmd)}", flush=True)
+            exe = Path(sys.executable).parent / "clipseg-train"
+            res = subprocess.run([str(exe)] + cmd[1:])
+            if res.returncode != 0:
+                print(f"[experiments] {row.name} seed {seed} stopped with exit code {res.returncode}; "
+                      f"rerun the same command to continue", flush=True)
+                return res.returncode
+            done_dirs.add((d, row.stage))
+    return 0
+
+
+def collect(rows, root: Path) -> dict:
+    import torch
+
+    out = {}
+    for row in rows:
+        seeds = sorted(int(p.name[4:]) for p in (run_dir(root, row, 0).parent).glob("seed*")
+                       if (p / row.report_stage / "summary.json").is_file())
+        runs = []
+        for seed in seeds:
+            d = run_dir(root, row, seed) / row.report_stage
+            summary = json.loads((d / "summary.json").read_text())
+            best = torch.load(d / "best.pt", map_location="cpu", weights_only=False)
+            val = best.get("val") or {}
+            runs.append({"seed": seed, "miou": summary["best_miou"], "best_iteration": summary["best_iteration"],
+                         "train_seconds": summary["train_seconds"], "iou": val.get("iou"),
+                         "pixel_accuracy": val.get("pixel_accuracy"),
+                         "command": shlex.join(command(row, seed, root, []))})
+        mious = np.array([r["miou"] for r in runs], dtype=float)
+        out[row.name] = {
+            "label": row.label, "config": row.config, "runs": runs, "n": len(runs),
+            "miou_mean": float(mious.mean()) if len(runs) else None,
+            "miou_std": float(mious.std(ddof=1)) if len(runs) > 1 else None,
+            "iou_mean": (np.nanmean([r["iou"] for r in runs if r["iou"]], axis=0).tolist()
+                         if any(r["iou"] for r in runs) else None),
+        }
+    return out
+
+
+def report(rows, root: Path, out_dir: Path, class_names) -> Path:
+    data = collect(rows, root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(data, indent=2))
+    lines = ["| row | seeds | val mIoU (mean ± std) | per-seed | train time / run |", "|---|---|---|---|---|"]
+    for name, r in data.items():
+        if not r["n"]:
+            lines.append(f"| {r['label']} | 0 | – | – | – |")
+            continue
+        std = f" ± {r['miou_std']:.2f}" if r["miou_std"] is not None else ""
+        per = ", ".join(f"{x['miou']:.2f}" for x in r["runs"])
+        t = np.mean([x["train_seconds"] for x in r["runs"]]) / 60
+        lines.append(f"| {r['label']} | {r['n']} | {r['miou_mean']:.2f}{std} | {per} | {t:.0f} min |")
+    lines += ["", "Per-class IoU (mean over seeds):", "",
+              "| row | " + " | ".join(class_names) + " |", "|---|" + "---|" * len(class_names)]
+    for name, r in data.items():
+        if r["iou_mean"]:
+            lines.append(f"| {name} | " + " | ".join(f"{100 * v:.1f}" if v <= 1.0 else f"{v:.1f}"
+                                                    for v in r["iou_mean"]) + " |")
+    lines += ["", "Commands:", ""]
+    for name, r in data.items():
+        for x in r["runs"]:
+            lines.append(f"- {name} seed {x['seed']}: `{x['command']}`")
+    table = "\n".join(lines) + "\n"
+    (out_dir / "results_table.md").write_text(table)
+    _plot(data, class_names, out_dir / "per_class_iou.png")
+    print(table)
+    return out_dir / "results_table.md"
+
+
+def _plot(data, class_names, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(n, r) for n, r in data.items() if r["iou_mean"]]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    width = 0.8 / len(rows)
+    x = np.arange(len(class_names))
+    for i, (name, r) in enumerate(rows):
+        vals = np.array(r["iou_mean"], dtype=float)
+        vals = vals * 100 if np.nanmax(vals) <= 1.0 else vals
+        ax.bar(x + i * width, vals, width, label=f"{name} (mIoU {r['miou_mean']:.1f})")
+    ax.set_xticks(x + width * (len(rows) - 1) / 2, class_names, rotation=30, ha="right")
+    ax.set_ylabel("val IoU (%)")
+    ax.set_title("CamVid val per-class IoU, mean over seeds")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m clipseg_training.experiments", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=("run", "report"))
+    parser.add_argument("--rows", nargs="*", default=[r.name for r in ROWS],
+                        choices=[r.name for r in ROWS])
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--root", default="runs/camvid-cpu")
+    parser.add_argument("--out", default="docs/results")
+    parser.add_argument("overrides", nargs="*", help="extra config overrides for every run")
+    args = parser.parse_args(argv)
+    rows = [r for r in ROWS if r.name in args.rows]
+    if args.action == "run":
+        t0 = time.time()
+        rc = run(rows, args.seeds, Path(args.root), args.overrides)
+        print(f"[experiments] {time.time() - t0:.0f} s")
+        return rc
+    from clipseg_ros.visualize import CAMVID_CLASSES
+    report(rows, Path(args.root), Path(args.out), list(CAMVID_CLASSES))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
