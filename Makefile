@@ -42,7 +42,7 @@ demo: $(STAMP)
 	$(VENV)/bin/clipseg-bag-eval live --bag $(SAMPLE_BAG) --out $(DEMO_OUT)
 
 bench: $(STAMP)
-	$(VENV)/bin/clipseg-bench
+	$(VENV)/bin/clipseg-bench $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

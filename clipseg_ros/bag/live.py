@@ -1,0 +1,764 @@
+"""``clipseg-bag-eval live``: replay a bag through the real ``seg_node`` and record what it publishes.
+
+The node is the production console script, started as a subprocess in its own process group with
+the same model, device, backend and threads as offline mode::
+
+    seg_node --ros-args -r __node:=seg_node -p model:=M -p device:=D -p backend:=B [-p threads:=N]
+             -p qos_reliability:=reliable -p qos_depth:=1 -p input_compressed:=false -r image:=TOPIC
+
+This process publishes the bag's image messages (unchanged pixels / payload) on the input topic,
+re-stamped with the current time at publish, and keeps a map new stamp -> original frame.  It
+subscribes to ``/<node>/labels`` and ``/diagnostics``.
+
+Replay policy (``--rate``):
+
+* ``1`` (default) – the recorded rate (bag recording times); ``N`` – N times faster.  Frames are
+  sent on schedule whether or not the node keeps up; with ``qos_depth:=1`` a slow node sees only
+  the newest frame, so the others are *dropped*.
+* ``max`` – closed loop: the next frame is sent as soon as the labels of the previous one arrive
+  (or ``--timeout`` seconds passed), so the node runs flat out and nothing should be dropped.
+
+Before the replay, ``--warmup`` frames (at least one: it is also the readiness handshake) are sent
+and waited for; they are not counted.  Per frame the report has the end-to-end latency (receive
+time of the labels minus the input stamp), and frames are counted as processed (labels came back),
+rejected (the node's diagnostics said so) or dropped (the rest).  Accuracy uses the labels the node
+published.  The node is always stopped (SIGINT to its process group, then SIGKILL), also on Ctrl-C,
+SIGTERM or errors; a parent-death signal covers this process being killed.
+
+rclpy is imported here, lazily, only when live mode runs.
+"""
+from __future__ import annotations
+
+import array
+import atexit
+import ctypes
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .offline import common_results, expected_frames
+from .reader import BagError, LabelMapper, open_bag, parse_label_map
+from .report import SampleCollector, latency_stats, model_info, sample_positions, write_results
+
+__all__ = ["NodeProcess", "run_live", "node_command"]
+
+STOP_GRACE_S = 5.0
+
+
+class LiveError(BagError):
+    """Live mode could not run (node failed to start, died, ...)."""
+
+
+# --------------------------------------------------------------------------------------------
+# the node subprocess
+# --------------------------------------------------------------------------------------------
+
+def _seg_node_executable() -> list[str]:
+    """The ``seg_node`` console script next to this Python, on PATH, or ``python -c`` as fallback."""
+    here = Path(sys.executable).parent / "seg_node"
+    if here.is_file() and os.access(here, os.X_OK):
+        return [str(here)]
+    found = shutil.which("seg_node")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "import sys; from clipseg_ros.node import main; sys.exit(main())"]
+
+
+def _bool(v: bool) -> str:
+    return "true" if v else "false"
+
+
+def node_command(*, model: str, topic: str, compressed: bool, device: str, backend: str,
+                 precision: str, threads: int | None, node_name: str = "seg_node",
+                 extra_params=(), executable: str | None = None) -> list[str]:
+    exe = [executable] if executable else _seg_node_executable()
+    cmd = exe + ["--ros-args", "-r", f"__node:={node_name}", "-p", f"model:={model}",
+                 "-p", f"device:={device}", "-p", f"backend:={backend}", "-p", f"precision:={precision}"]
+    if threads:
+        cmd += ["-p", f"threads:={int(threads)}"]
+    cmd += ["-p", "qos_reliability:=reliable", "-p", "qos_depth:=1",
+            "-p", f"input_compressed:={_bool(compressed)}"]
+    for p in extra_params:
+        if ":=" not in p:
+            raise BagError(f"--node-param {p!r} is not NAME:=VALUE")
+        cmd += ["-p", p]
+    cmd += ["-r", f"{'image/compressed' if compressed else 'image'}:={topic}"]
+    return cmd
+
+
+def _pdeathsig_setter():
+    """A preexec_fn that makes the child get SIGKILL when this process dies (Linux), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl   # looked up before the fork
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def setter() -> None:  # runs in the child between fork and exec
+        prctl(1, int(signal.SIGKILL), 0, 0, 0)   # PR_SET_PDEATHSIG
+        if os.getppid() != parent:               # the parent died before prctl took effect
+            os._exit(1)
+
+    return setter
+
+
+class NodeProcess:
+    """The node subprocess in its own process group; :meth:`stop` is idempotent and thorough."""
+
+    def __init__(self, cmd: list[str], log_path: Path, env: dict | None = None):
+        self.cmd = cmd
+        self.log_path = Path(log_path)
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self.pgid: int | None = None
+        self._log = None
+        self._lock = threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "wb")
+        self._log.write(("$ " + " ".join(self.cmd) + "\n").encode())
+        self._log.flush()
+        self.proc = subprocess.Popen(
+            self.cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            env=self.env, start_new_session=True,
+            preexec_fn=_pdeathsig_setter())
+        self.pgid = self.proc.pid   # new session: the group id is the child's pid
+        atexit.register(self.stop)
+
+    def returncode(self) -> int | None:
+        return self.proc.poll() if self.proc else None
+
+    def log_tail(self, lines: int = 3) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        text = [t for t in text[1:] if t.strip()]
+        return " | ".join(t.strip() for t in text[-lines:])
+
+    def _group_alive(self) -> bool:
+        try:
+            os.killpg(self.pgid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> int | None:
+        """SIGINT to the group, wait, then SIGKILL whatever is left; returns the exit code."""
+        with self._lock:
+            if self.proc is None:
+                return None
+            try:
+                if self.proc.poll() is None:
+                    try:
+                        os.killpg(self.pgid, signal.SIGINT)
+                    except ProcessLookupError:
+                        pass
+                    try:
+                        self.proc.wait(timeout=grace_s)
+                    except subprocess.TimeoutExpired:
+                        pass
+                if self._group_alive():
+                    try:
+                        os.killpg(self.pgid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                try:
+                    self.proc.wait(timeout=grace_s)
+                except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
+                    pass
+                # other members of the group (if the node spawned any) must go too
+                deadline = time.monotonic() + grace_s
+                while self._group_alive() and time.monotonic() < deadline:
+                    try:
+                        os.killpg(self.pgid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        break
+                    time.sleep(0.05)
+                return self.proc.returncode
+            finally:
+                if self._log is not None:
+                    self._log.close()
+                    self._log = None
+                try:
+                    atexit.unregister(self.stop)
+                except Exception:  # noqa: BLE001
+                    pass
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class _Signals:
+    """SIGINT / SIGTERM / SIGHUP raise in the main thread so that ``finally`` blocks stop the node.
+
+    :meth:`hold` switches to recording signals instead (during the clean-up, so that a second
+    Ctrl-C cannot cut it short); :meth:`release` re-raises a recorded one afterwards.
+    """
+
+    def __init__(self):
+        self.saved = {}
+        self.held: int | None = None
+        self.active = False
+
+    def _raise(self, signum, _frame):
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+    def _record(self, signum, _frame):
+        self.held = self.held or signum
+
+    def _install(self, handler) -> None:
+        for sig in _STOP_SIGNALS:
+            try:
+                old = signal.signal(sig, handler)
+                self.saved.setdefault(sig, old)
+            except (ValueError, OSError):
+                pass
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.active = True
+            self._install(self._raise)
+        return self
+
+    def hold(self) -> None:
+        if self.active:
+            self._install(self._record)
+
+    def release(self) -> None:
+        if self.active:
+            self._install(self._raise)
+            if self.held is not None:
+                signum, self.held = self.held, None
+                self._raise(signum, None)
+
+    def __exit__(self, *exc):
+        for sig, old in self.saved.items():
+            try:
+                signal.signal(sig, old)
+            except (ValueError, OSError):
+                pass
+        self.saved = {}
+
+
+# --------------------------------------------------------------------------------------------
+# ROS side (this process)
+# --------------------------------------------------------------------------------------------
+
+def _diag_counts(values: dict) -> dict:
+    """processed / dropped / rejected counters out of a diagnostics status's key-values."""
+    out = {}
+    for key, value in values.items():
+        k = key.lower()
+        for what in ("processed", "dropped", "rejected", "received"):
+            if what in k and what not in out:
+                try:
+                    out[what] = int(float(value))
+                except ValueError:
+                    pass
+    return out
+
+
+class _RosSide:
+    def __init__(self, input_topic: str, compressed: bool, node_name: str, record_outputs: bool):
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from rclpy.signals import SignalHandlerOptions
+
+        self.rclpy = rclpy
+        self.QoSProfile, self.Rel, self.Hist = QoSProfile, ReliabilityPolicy, HistoryPolicy
+        self.context = Context()
+        self.node = self.executor = self.thread = None
+        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
+        try:
+            self._setup(input_topic, compressed, node_name, record_outputs)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, input_topic: str, compressed: bool, node_name: str, record_outputs: bool):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CompressedImage, Image
+
+        self.node = self.rclpy.create_node(f"clipseg_bag_eval_{os.getpid()}", context=self.context)
+
+        self.Image, self.CompressedImage = Image, CompressedImage
+        self.compressed = compressed
+        self.node_name = node_name
+        self.ns = "/" + node_name.strip("/")
+        qos_in = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+        self.pub = self.node.create_publisher(CompressedImage if compressed else Image, input_topic, qos_in)
+        self.queue: queue.Queue = queue.Queue()
+        self.diag: dict = {}            # status name -> (recv ns, level, message, values)
+        self.diag_count = 0
+        self.diag_lock = threading.Lock()
+        self.subs = {}
+        self.record_outputs = record_outputs
+        diag_qos = QoSProfile(depth=20, reliability=ReliabilityPolicy.BEST_EFFORT,
+                              history=HistoryPolicy.KEEP_LAST)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, diag_qos)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, name="clipseg_bag_eval_spin", daemon=True)
+        self.thread.start()
+
+    def _spin(self):
+        try:
+            self.executor.spin()
+        except Exception:  # noqa: BLE001 - context shut down under us at exit
+            pass
+
+    def _on_diag(self, msg):
+        now = time.time_ns()
+        with self.diag_lock:
+            for st in msg.status:
+                name = st.name
+                if self.node_name not in name and self.ns.strip("/") not in name:
+                    continue
+                level = int.from_bytes(st.level, "little") if isinstance(st.level, bytes) else int(st.level)
+                self.diag[name] = (now, level, st.message, {kv.key: kv.value for kv in st.values})
+            self.diag_count += 1
+
+    def diag_snapshot(self) -> dict:
+        with self.diag_lock:
+            return {name: {"received_ns": t, "level": lvl, "message": m, "values": dict(v)}
+                    for name, (t, lvl, m, v) in self.diag.items()}
+
+    def diag_counts(self) -> dict:
+        counts: dict = {}
+        for st in self.diag_snapshot().values():
+            for k, v in _diag_counts(st["values"]).items():
+                counts[k] = counts.get(k, 0) + v
+        return counts
+
+    def labels_publisher_qos(self):
+        infos = self.node.get_publishers_info_by_topic(f"{self.ns}/labels")
+        return infos[0].qos_profile if infos else None
+
+    def subscribe_outputs(self, offered) -> None:
+        rel = offered.reliability if offered is not None else self.Rel.BEST_EFFORT
+        if rel not in (self.Rel.RELIABLE, self.Rel.BEST_EFFORT):
+            rel = self.Rel.BEST_EFFORT
+        qos = self.QoSProfile(depth=100, reliability=rel, history=self.Hist.KEEP_LAST)
+        names = ["labels"] + (["color", "overlay"] if self.record_outputs else [])
+        for name in names:
+            if name in self.subs:
+                continue
+            self.subs[name] = self.node.create_subscription(
+                self.Image, f"{self.ns}/{name}",
+                lambda m, n=name: self.queue.put((n, time.time_ns(), m)), qos)
+
+    def make_message(self, frame):
+        """An rclpy message with the frame's payload (stamp set at publish)."""
+        src = frame.msg
+        if self.compressed:
+            msg = self.CompressedImage()
+            msg.format = src.format
+        else:
+            msg = self.Image()
+            msg.height, msg.width, msg.encoding = int(src.height), int(src.width), src.encoding
+            msg.is_bigendian, msg.step = int(src.is_bigendian), int(src.step)
+        buf = array.array("B")
+        buf.frombytes(np.ascontiguousarray(src.data).view(np.uint8))
+        msg.data = buf
+        msg.header.frame_id = src.header.frame_id
+        return msg
+
+    def publish(self, msg, stamp_ns: int) -> None:
+        msg.header.stamp.sec = stamp_ns // 1_000_000_000
+        msg.header.stamp.nanosec = stamp_ns % 1_000_000_000
+        self.pub.publish(msg)
+
+    def close(self) -> None:
+        if self.executor is not None:
+            try:
+                self.executor.shutdown(timeout_sec=1.0)
+            except Exception:  # noqa: BLE001
+                pass
+        if self.node is not None:
+            try:
+                self.node.destroy_node()
+            except Exception:  # noqa: BLE001
+                pass
+        try:
+            if self.context.ok():
+                self.context.shutdown()
+        except Exception:  # noqa: BLE001
+            pass
+        if self.thread is not None:
+            self.thread.join(timeout=2.0)
+
+
+def _stamp_of(msg) -> int:
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+
+class _Clock:
+    """Strictly increasing wall-clock stamps (ns since the epoch, the ROS system clock)."""
+
+    def __init__(self):
+        self.last = 0
+
+    def now(self) -> int:
+        t = time.time_ns()
+        if t <= self.last:
+            t = self.last + 1
+        self.last = t
+        return t
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+# --------------------------------------------------------------------------------------------
+
+def run_live(args) -> dict:
+    from ..image_codec import ImageDecodeError, image_to_array
+    from ..metrics import ConfusionMatrix
+    from ..model_file import ModelFile
+
+    label_map = parse_label_map(args.label_map)
+    out_dir = Path(args.out)
+    node_log = Path(args.node_log) if args.node_log else out_dir / "node.log"
+
+    with open_bag(args.bag) as bag, _Signals() as signals:
+        bag.select_topics(args.image_topic, args.label_topic)
+        mf = ModelFile(args.model)
+        class_names = list(mf.meta.class_names)
+        palette = np.asarray(mf.meta.palette, np.uint8)
+        mapper = LabelMapper(label_map, len(class_names))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        compressed = bag.image_type.endswith("CompressedImage")
+        total = expected_frames(bag.image_count(), args.every, args.limit)
+        cmd = node_command(model=str(Path(args.model).resolve()), topic=bag.image_topic,
+                           compressed=compressed, device=args.device, backend=args.backend,
+                           precision=args.precision, threads=args.threads, node_name=args.node_name,
+                           extra_params=args.node_param, executable=args.node_exe)
+        model = model_info(args.model, mf.meta, backend=args.backend, device=args.device,
+                           precision=args.precision, threads=args.threads,
+                           description=f"seg_node ({args.backend} on {args.device}, {args.precision})")
+        results = common_results("live", args, bag, model)
+        results["label_map"] = mapper.to_json()
+        results["node"] = {"command": cmd, "log": str(node_log)}
+        cm = ConfusionMatrix(len(class_names))
+        samples = SampleCollector(palette, sample_positions(total, args.samples))
+        node = NodeProcess(cmd, node_log)
+        ros = None
+        outbag = None
+        ok = False
+        try:
+            node.start()
+            results["node"]["pid"] = node.pid
+            print(f"seg_node started (pid {node.pid}), log {node_log}", flush=True)
+            ros = _RosSide(bag.image_topic, compressed, args.node_name, bool(args.output_bag))
+            if args.output_bag:
+                from .writer import OutputBag
+
+                outbag = OutputBag(args.output_bag, args.output_storage or bag.storage, bag.image_topic,
+                                   bag.image_connection(), "/" + args.node_name.strip("/"), palette)
+            live = _Replay(args, bag, ros, node, mapper, cm, samples, outbag, total, image_to_array,
+                           ImageDecodeError)
+            live.startup()
+            live.replay()
+            ok = True
+        finally:
+            # a second Ctrl-C / SIGTERM must not cut the clean-up short: hold signals until done
+            signals.hold()
+            try:
+                rc = node.stop()
+                results["node"]["exit_code"] = rc
+                if ros is not None:
+                    ros.close()
+                if outbag is not None:
+                    outbag.close() if ok else outbag.abort()
+            finally:
+                if not ok:
+                    signals.held = None     # already on the way out with an error or interrupt
+                signals.release()           # re-raises a signal that came during the clean-up
+        results["bag"]["reader_stats"] = dict(bag.stats)
+    results.update(live.summary())
+    if outbag is not None:
+        results["output_bag"] = {"path": str(outbag.path), "topics": outbag.topics, "frames": outbag.count}
+    return write_results(out_dir, results, cm=cm, class_names=class_names, latencies_s=live.latencies_s,
+                         latency_frames=live.latency_positions, samples=samples, quiet=args.quiet)
+
+
+class _Replay:
+    def __init__(self, args, bag, ros: _RosSide, node: NodeProcess, mapper, cm, samples, outbag, total,
+                 image_to_array, decode_error):
+        self.args, self.bag, self.ros, self.node = args, bag, ros, node
+        self.mapper, self.cm, self.samples, self.outbag = mapper, cm, samples, outbag
+        self.total = total
+        self.image_to_array, self.decode_error = image_to_array, decode_error
+        self.clock = _Clock()
+        self.sent: dict[int, dict] = {}          # new stamp -> light record
+        self.inflight: dict[int, object] = {}    # new stamp -> Frame (until labels or presumed dropped)
+        self.warmup_stamps: set[int] = set()
+        self.warmup_done = False
+        self.latencies_s: list[float] = []
+        self.latency_positions: list[int] = []
+        self.per_frame: list[dict] = []
+        self.processed = 0
+        self.with_gt = 0
+        self.late = 0
+        self.first_send = self.last_send = None
+        self.first_recv = self.last_recv = None
+        self.max_recv_stamp = 0
+        self.diag_base: dict = {}
+        self.unknown = 0
+        self.pending_extra: dict[int, list] = {}   # new stamp -> [(name, msg)] color/overlay
+
+    # ---- helpers --------------------------------------------------------------------------
+    def _check_node(self, during: str) -> None:
+        rc = self.node.returncode()
+        if rc is not None:
+            tail = self.node.log_tail()
+            raise LiveError(f"seg_node exited with code {rc} {during}" + (f": {tail}" if tail else "")
+                            + f" (log: {self.node.log_path})")
+
+    def _drain(self, timeout: float = 0.0) -> bool:
+        """Handle received messages; True when at least one labels message was handled."""
+        got = False
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                if remaining > 0:
+                    item = self.ros.queue.get(timeout=remaining)
+                else:
+                    item = self.ros.queue.get_nowait()
+            except queue.Empty:
+                return got
+            name, recv_ns, msg = item
+            if name == "labels":
+                self._on_labels(recv_ns, msg)
+                got = True
+            else:
+                self._on_extra(name, msg)
+            timeout = 0.0
+            deadline = time.monotonic()
+
+    def _on_labels(self, recv_ns: int, msg) -> None:
+        stamp = _stamp_of(msg)
+        if stamp in self.warmup_stamps:
+            self.warmup_done = True
+            return
+        rec = self.sent.get(stamp)
+        if rec is None:
+            self.unknown += 1
+            return
+        if rec.get("received"):
+            return
+        rec["received"] = True
+        self.processed += 1
+        self.first_recv = recv_ns if self.first_recv is None else self.first_recv
+        self.last_recv = recv_ns
+        latency = (recv_ns - stamp) / 1e9
+        self.latencies_s.append(latency)
+        self.latency_positions.append(rec["position"])
+        entry = {"position": rec["position"], "index": rec["index"], "stamp_ns": rec["orig_stamp"],
+                 "latency_ms": latency * 1000.0}
+        frame = self.inflight.pop(stamp, None)
+        if frame is None:
+            self.late += 1
+        else:
+            try:
+                labels = np.array(self.image_to_array(msg), dtype=np.uint8, copy=True)
+            except self.decode_error as exc:
+                raise LiveError(f"cannot decode the node's labels for {frame.where}: {exc}") from None
+            if labels.shape != frame.size:
+                raise LiveError(f"the node's labels for {frame.where} are "
+                                f"{labels.shape[1]}x{labels.shape[0]}, the image is "
+                                f"{frame.size[1]}x{frame.size[0]}")
+            if frame.gt is not None:
+                self.cm.update(labels, frame.gt)
+                self.with_gt += 1
+            if self.samples.wants(rec["position"]):
+                self.samples.add(rec["position"], frame, labels)
+            if self.outbag is not None:
+                self.outbag.write_input(frame)
+                self.outbag.write_image("labels", frame, labels, "mono8")
+                for name, extra in self.pending_extra.pop(stamp, []):
+                    self._write_extra(name, extra, frame)
+                rec["frame_for_extra"] = frame
+        self.per_frame.append(entry)
+        self.max_recv_stamp = max(self.max_recv_stamp, stamp)
+        # the node works in order: anything sent before this frame and still open was dropped
+        for s in [s for s in self.inflight if s < stamp]:
+            self.inflight.pop(s, None)
+
+    def _on_extra(self, name: str, msg) -> None:
+        if self.outbag is None:
+            return
+        stamp = _stamp_of(msg)
+        rec = self.sent.get(stamp)
+        if rec is None:
+            return
+        frame = rec.get("frame_for_extra")
+        if frame is not None:
+            self._write_extra(name, msg, frame)
+        else:
+            self.pending_extra.setdefault(stamp, []).append((name, msg))
+
+    def _write_extra(self, name: str, msg, frame) -> None:
+        from ..image_codec import image_to_rgb
+
+        try:
+            rgb = image_to_rgb(msg)
+        except self.decode_error:
+            return
+        self.outbag.write_image(name, frame, np.array(rgb, copy=True), "rgb8")
+
+    # ---- phases ---------------------------------------------------------------------------
+    def startup(self) -> None:
+        """Wait for the node, then send warm-up frames until their labels come back."""
+        args = self.args
+        deadline = time.monotonic() + args.startup_timeout
+        first = None
+        frames = self.bag.frames(self.mapper, limit=1)
+        try:
+            first = next(iter(frames))
+        finally:
+            frames.close()
+        msg = self.ros.make_message(first)
+        # 1. the node is up: its labels publisher is visible and it subscribes to our topic
+        while True:
+            self._check_node("during start-up")
+            if self.ros.pub.get_subscription_count() > 0 and self.ros.labels_publisher_qos() is not None:
+                break
+            if time.monotonic() > deadline:
+                tail = self.node.log_tail()
+                raise LiveError(f"seg_node did not come up within {args.startup_timeout:g} s "
+                                f"(no subscriber on {self.bag.image_topic} / no publisher of "
+                                f"{self.ros.ns}/labels)" + (f"; node log: {tail}" if tail else ""))
+            time.sleep(0.05)
+        self.ros.subscribe_outputs(self.ros.labels_publisher_qos())
+        # 2. warm-up / handshake: resend every second until labels come back
+        for _ in range(max(1, args.warmup)):
+            self.warmup_done = False
+            last = 0.0
+            while not self.warmup_done:
+                self._check_node("during warm-up")
+                if time.monotonic() > deadline:
+                    raise LiveError(f"seg_node published no labels for the warm-up frame within "
+                                    f"{args.startup_timeout:g} s (log: {self.node.log_path})")
+                if time.monotonic() - last > 1.0:
+                    s = self.clock.now()
+                    self.warmup_stamps.add(s)
+                    self.ros.publish(msg, s)
+                    last = time.monotonic()
+                self._drain(0.05)
+        # 3. diagnostics baseline (the node's counters include the warm-up frames)
+        t_end = time.monotonic() + 2.5
+        seen = self.ros.diag_count
+        while self.ros.diag_count == seen and time.monotonic() < t_end:
+            self._drain(0.05)
+        self.diag_base = self.ros.diag_counts()
+        self.diag_base_snapshot = self.ros.diag_snapshot()
+
+    def replay(self) -> None:
+        args = self.args
+        rate = args.rate
+        position = 0
+        t0 = None
+        bag0 = None
+        it = self.bag.frames(self.mapper, limit=args.limit, every=args.every)
+        if not args.no_progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, total=self.total, desc=f"live x{rate}", unit="frame", dynamic_ncols=True,
+                      leave=False)
+        last_stamp = None
+        for frame in it:
+            msg = self.ros.make_message(frame)
+            if rate == "max":
+                if last_stamp is not None:
+                    # until the previous frame's labels arrive, the node reports a rejection, or timeout
+                    deadline = time.monotonic() + args.timeout
+                    while (not self.sent[last_stamp].get("received") and time.monotonic() < deadline
+                           and self.ros.diag_counts().get("rejected", 0) <= rejected_before):
+                        self._check_node("during the replay")
+                        self._drain(0.02)
+                rejected_before = self.ros.diag_counts().get("rejected", 0)
+            else:
+                if t0 is None:
+                    t0, bag0 = time.monotonic(), frame.bag_time_ns
+                target = t0 + (frame.bag_time_ns - bag0) / 1e9 / rate
+                while True:
+                    wait = target - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self._drain(min(wait, 0.02))
+                self._check_node("during the replay")
+            stamp = self.clock.now()
+            self.sent[stamp] = {"position": position, "index": frame.index, "orig_stamp": frame.stamp_ns,
+                                "bag_time": frame.bag_time_ns}
+            self.inflight[stamp] = frame
+            self.ros.publish(msg, stamp)
+            now = time.time_ns()
+            self.first_send = now if self.first_send is None else self.first_send
+            self.last_send = now
+            last_stamp = stamp
+            position += 1
+            self._drain(0.0)
+        if position == 0:
+            raise BagError(f"bag {self.bag.path} has no frames on {self.bag.image_topic}")
+        # outstanding labels: wait for the last frame (earlier ones resolve with it), or time out
+        deadline = time.monotonic() + args.timeout
+        while not self.sent[last_stamp].get("received") and time.monotonic() < deadline:
+            self._check_node("during the replay")
+            self._drain(0.05)
+        self._drain(0.2)
+        # final diagnostics: one status received after the last labels
+        t_end = time.monotonic() + min(3.0, max(1.0, args.timeout))
+        seen = self.ros.diag_count
+        while self.ros.diag_count < seen + 1 and time.monotonic() < t_end:
+            self._drain(0.05)
+        self.diag_final = self.ros.diag_counts()
+        self.sent_count = position
+
+    def summary(self) -> dict:
+        sent = self.sent_count
+        node_delta = {k: v - self.diag_base.get(k, 0) for k, v in self.diag_final.items()}
+        rejected = max(0, node_delta.get("rejected", 0))
+        dropped = max(0, sent - self.processed - rejected)
+        span_recv = (self.last_recv - self.first_send) / 1e9 if self.last_recv and self.first_send else 0.0
+        span_out = (self.last_recv - self.first_recv) / 1e9 if self.last_recv and self.first_recv else 0.0
+        span_send = (self.last_send - self.first_send) / 1e9 if self.last_send and self.first_send else 0.0
+        self.per_frame.sort(key=lambda e: e["position"])
+        return {
+            "frames": {"total": sent, "sent": sent, "processed": self.processed, "dropped": dropped,
+                       "rejected": rejected, "with_gt": self.with_gt,
+                       "without_gt": self.processed - self.with_gt, "late": self.late,
+                       "unknown_labels": self.unknown, "node_reported": node_delta},
+            "latency_ms": latency_stats(self.latencies_s),
+            "rate": {"achieved_hz": ((self.processed - 1) / span_out
+                                     if self.processed > 1 and span_out > 0 else None),
+                     "sent_hz": (sent - 1) / span_send if span_send > 0 and sent > 1 else None,
+                     "replay_rate": self.args.rate, "wall_s": span_recv},
+            "live": {"rate": self.args.rate, "warmup": max(1, self.args.warmup),
+                     "policy": ("closed loop: next frame after the previous frame's labels (or --timeout)"
+                                if self.args.rate == "max" else
+                                f"open loop at {self.args.rate:g}x the recorded rate"),
+                     "diagnostics_final": self.ros.diag_snapshot()},
+            "per_frame": self.per_frame,
+        }

@@ -1,0 +1,128 @@
+"""``clipseg-bag-eval offline``: run the model on every frame of a bag, in this process.
+
+Per frame: decode the image (Image or CompressedImage), time one segmenter call (the per-frame
+inference latency: preprocess + inference + postprocess, excluding bag reading and decoding),
+and, when the bag has ground truth, accumulate the confusion matrix of
+:class:`clipseg_ros.metrics.ConfusionMatrix` (the same code as ``clipseg-eval``).
+The first frame is run ``--warmup`` times before timing starts (not counted).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .reader import BagError, LabelMapper, open_bag, parse_label_map
+from .report import SampleCollector, latency_stats, machine_info, model_info, sample_positions, write_results
+
+__all__ = ["run_offline", "expected_frames", "common_results"]
+
+DEFAULT_OUTPUT_PREFIX = "/seg_node"
+
+
+def expected_frames(count: int, every: int = 1, limit: int | None = None) -> int:
+    n = (count + every - 1) // every if count > 0 else 0
+    return min(n, limit) if limit is not None else n
+
+
+def common_results(mode: str, args, bag, model: dict) -> dict:
+    cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+           if k not in ("func",) and not k.startswith("_")}
+    info = bag.info()
+    info.update(image_topic=bag.image_topic, image_type=bag.image_type, label_topic=bag.label_topic,
+                label_type=bag.label_type)
+    return {"tool": "clipseg-bag-eval", "mode": mode,
+            "config": {"args": cfg, "argv": getattr(args, "_argv", None)}, "bag": info, "model": model,
+            "machine": machine_info(model.get("device"), model.get("threads"))}
+
+
+def _progress(iterable, total: int, enabled: bool, desc: str):
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="frame", dynamic_ncols=True, leave=False)
+
+
+def run_offline(args) -> dict:
+    from ..metrics import ConfusionMatrix
+    from ..segmenter import Segmenter
+
+    from ..model_file import ModelFile
+
+    label_map = parse_label_map(args.label_map)
+    out_dir = Path(args.out)
+    with open_bag(args.bag) as bag:
+        bag.select_topics(args.image_topic, args.label_topic)
+        mapper = LabelMapper(label_map, ModelFile(args.model).meta.num_classes)
+        seg = Segmenter(args.model, device=args.device, backend=args.backend, precision=args.precision,
+                        threads=args.threads)
+        num_classes = len(seg.class_names)
+        total = expected_frames(bag.image_count(), args.every, args.limit)
+        results = common_results("offline", args, bag, model_info(
+            args.model, seg.meta, backend=seg.backend, device=seg.device, precision=seg.precision,
+            threads=args.threads, description=seg.description))
+        results["label_map"] = mapper.to_json()
+        cm = ConfusionMatrix(num_classes)
+        samples = SampleCollector(seg.palette, sample_positions(total, args.samples))
+        outbag = None
+        if args.output_bag:
+            from .writer import OutputBag
+
+            outbag = OutputBag(args.output_bag, args.output_storage or bag.storage, bag.image_topic,
+                               bag.image_connection(), args.output_prefix, seg.palette)
+        latencies, stamps, positions = [], [], []
+        stages = {"decode": [], "preprocess": [], "inference": [], "postprocess": []}
+        processed = with_gt = 0
+        ok = False
+        t_start = None
+        try:
+            frames = bag.frames(mapper, limit=args.limit, every=args.every)
+            for pos, frame in enumerate(_progress(frames, total, not args.no_progress, "offline")):
+                t0 = time.perf_counter()
+                rgb = frame.rgb
+                t_dec = time.perf_counter() - t0
+                if pos == 0:
+                    for _ in range(max(0, args.warmup)):
+                        seg(rgb)
+                    t_start = time.perf_counter()
+                t0 = time.perf_counter()
+                res = seg(rgb)
+                dt = time.perf_counter() - t0
+                labels = res.labels
+                latencies.append(dt)
+                positions.append(pos)
+                stamps.append(frame.stamp_ns)
+                stages["decode"].append(t_dec)
+                for k in ("preprocess", "inference", "postprocess"):
+                    stages[k].append(res.timings.get(k, float("nan")))
+                if frame.gt is not None:
+                    cm.update(labels, frame.gt)
+                    with_gt += 1
+                if samples.wants(pos):
+                    samples.add(pos, frame, labels)
+                if outbag is not None:
+                    outbag.write(frame, labels)
+                processed += 1
+            ok = True
+        finally:
+            if outbag is not None:
+                outbag.close() if ok else outbag.abort()
+        wall = time.perf_counter() - t_start if t_start is not None else 0.0
+        results["bag"]["reader_stats"] = dict(bag.stats)
+    if processed == 0:
+        raise BagError(f"bag {args.bag} has no frames on {results['bag']['image_topic']}")
+    results["frames"] = {"total": processed, "processed": processed, "with_gt": with_gt,
+                         "without_gt": processed - with_gt, "dropped": 0, "rejected": 0}
+    results["latency_ms"] = latency_stats(latencies)
+    results["latency_breakdown_ms"] = {k: latency_stats(v) for k, v in stages.items()}
+    results["rate"] = {"achieved_hz": processed / wall if wall > 0 else None,
+                       "model_hz": 1.0 / float(np.median(latencies)) if latencies else None,
+                       "wall_s": wall}
+    results["per_frame"] = [{"position": p, "stamp_ns": s, "latency_ms": 1000.0 * v}
+                            for p, s, v in zip(positions, stamps, latencies)]
+    if outbag is not None:
+        results["output_bag"] = {"path": str(outbag.path), "topics": outbag.topics, "frames": outbag.count}
+    return write_results(out_dir, results, cm=cm, class_names=seg.class_names, latencies_s=latencies,
+                         latency_frames=positions, samples=samples, quiet=args.quiet)

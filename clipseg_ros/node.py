@@ -1,0 +1,640 @@
+"""``seg_node``: the ROS 2 node around :class:`clipseg_ros.segmenter.Segmenter`.
+
+All ROS glue of the package lives in this file: parameters are read into a plain
+:class:`NodeConfig`, messages are turned into numpy arrays (``image_codec``), segmented
+(``segmenter``), colorized / blended (``visualize``) and turned back into messages.
+
+Topics (``~`` is the node's name, ``/seg_node`` by default)
+-----------------------------------------------------------
+* in  ``image`` (``sensor_msgs/Image``), or ``image/compressed`` (``sensor_msgs/CompressedImage``,
+  jpeg/png) when ``input_compressed`` is true.  QoS: best effort, keep last, depth 1 by default
+  (``qos_reliability``, ``qos_depth``).
+* out ``~/labels``     mono8 at the input resolution, 255 = unlabeled.  Always published.
+* out ``~/color``      rgb8 color mask (model palette, or the ``palette`` parameter).
+* out ``~/overlay``    rgb8 ``(1 - overlay_alpha) * image + overlay_alpha * color``.
+* out ``~/confidence`` 32FC1 max softmax probability in [0, 1].  The publisher always exists;
+  it is used only when ``publish_confidence`` is true.
+* out ``/diagnostics`` ``diagnostic_msgs/DiagnosticArray`` every ``diagnostics_period`` seconds.
+
+Output QoS: reliable (``output_qos_reliability``), keep last, depth 1.  Every output carries the
+input header (stamp and frame_id) unchanged.  Color / overlay / confidence are computed only when
+enabled *and* someone subscribes (labels are always published).
+
+Threading
+---------
+The subscription callback only puts the message into a one-slot mailbox (newest wins; a frame
+that is replaced before the worker took it counts as *dropped*) and updates counters.  A plain
+worker thread decodes, segments and publishes, so latency does not grow when the camera is
+faster than the model.  The executor (single-threaded) runs the subscription, the diagnostics
+timer and the parameter services.
+"""
+from __future__ import annotations
+
+import math
+import re
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import image_codec, visualize
+from .model_file import ModelFileError
+from .segmenter import Segmenter, SegmenterConfigError
+
+import rclpy
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
+                                SetParametersResult)
+from rclpy.exceptions import ParameterException, ParameterUninitializedException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+__all__ = ["DEFAULT_MODEL", "NodeConfig", "SegNode", "StartupError", "main", "validate_parameter"]
+
+#: The package's default model file (used when ``model`` is empty).
+DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.clipseg"
+
+NODE_NAME = "seg_node"
+#: Latency statistics in the diagnostics cover the last this many frames.
+LATENCY_WINDOW = 300
+#: A processed rate below this fraction of the input rate makes the diagnostics WARN.
+SLOW_FRACTION = 0.5
+
+_DEVICE_RE = re.compile(r"auto|cpu|cuda|cuda:\d+")
+_RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
+
+
+class StartupError(RuntimeError):
+    """The node cannot start (model file, parameter values, backend); the message says why."""
+
+
+# ------------------------------------------------------------------------------------------------
+# parameters
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Param:
+    name: str
+    default: object            # a value, or a Parameter.Type for "no default"
+    ptype: int                 # rcl_interfaces ParameterType
+    description: str
+    read_only: bool = False
+    float_range: tuple | None = None
+    int_range: tuple | None = None
+    constraints: str = ""
+
+
+_T = ParameterType
+PARAMETERS: tuple[_Param, ...] = (
+    _Param("model", "", _T.PARAMETER_STRING,
+           "Path of the .clipseg model file; empty = the package's default model", read_only=True),
+    _Param("device", "auto", _T.PARAMETER_STRING, "Inference device", read_only=True,
+           constraints="auto | cpu | cuda | cuda:N"),
+    _Param("backend", "auto", _T.PARAMETER_STRING, "Inference backend", read_only=True,
+           constraints="auto | torch | onnxruntime"),
+    _Param("precision", "fp32", _T.PARAMETER_STRING, "Inference precision (fp16 needs CUDA)",
+           read_only=True, constraints="fp32 | fp16"),
+    _Param("threads", 0, _T.PARAMETER_INTEGER, "CPU threads for inference; 0 = library default",
+           read_only=True, int_range=(0, 256)),
+    _Param("input_compressed", False, _T.PARAMETER_BOOL,
+           "Subscribe to image/compressed (CompressedImage, jpeg/png) instead of image", read_only=True),
+    _Param("qos_reliability", "best_effort", _T.PARAMETER_STRING, "Input subscription reliability",
+           read_only=True, constraints="best_effort | reliable"),
+    _Param("qos_depth", 1, _T.PARAMETER_INTEGER, "Input subscription queue depth (keep last)",
+           read_only=True, int_range=(1, 1000)),
+    _Param("output_qos_reliability", "reliable", _T.PARAMETER_STRING,
+           "Reliability of the output publishers (keep last, depth 1)", read_only=True,
+           constraints="best_effort | reliable"),
+    _Param("diagnostics_period", 1.0, _T.PARAMETER_DOUBLE, "Seconds between /diagnostics messages",
+           read_only=True, float_range=(0.05, 3600.0)),
+    _Param("overlay_alpha", 0.5, _T.PARAMETER_DOUBLE, "Weight of the color mask in ~/overlay",
+           float_range=(0.0, 1.0)),
+    _Param("publish_color", True, _T.PARAMETER_BOOL, "Publish ~/color (when subscribed)"),
+    _Param("publish_overlay", True, _T.PARAMETER_BOOL, "Publish ~/overlay (when subscribed)"),
+    _Param("publish_confidence", False, _T.PARAMETER_BOOL, "Publish ~/confidence (when subscribed)"),
+    _Param("palette", Parameter.Type.INTEGER_ARRAY, _T.PARAMETER_INTEGER_ARRAY,
+           "Color override: flat r,g,b list, 3 values (0..255) per model class; unset or [] = the "
+           "model's palette", constraints="length 3*K, values 0..255"),
+    _Param("max_image_pixels", 0, _T.PARAMETER_INTEGER,
+           "Reject input images with more pixels than this; 0 = the codec's limit (64 Mpx)",
+           int_range=(0, image_codec.MAX_PIXELS)),
+)
+PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
+_BY_NAME = {p.name: p for p in PARAMETERS}
+#: Parameters that take effect while the node runs (the others need a restart).
+RUNTIME_PARAMETERS = tuple(p.name for p in PARAMETERS if not p.read_only)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """The node's parameters as plain values."""
+
+    model: str = ""
+    device: str = "auto"
+    backend: str = "auto"
+    precision: str = "fp32"
+    threads: int = 0
+    input_compressed: bool = False
+    qos_reliability: str = "best_effort"
+    qos_depth: int = 1
+    output_qos_reliability: str = "reliable"
+    diagnostics_period: float = 1.0
+    overlay_alpha: float = 0.5
+    publish_color: bool = True
+    publish_overlay: bool = True
+    publish_confidence: bool = False
+    palette: tuple = field(default_factory=tuple)
+    max_image_pixels: int = 0
+
+    def model_path(self) -> Path:
+        return Path(self.model).expanduser() if self.model else DEFAULT_MODEL
+
+
+def validate_parameter(name: str, value, num_classes: int | None = None) -> str | None:
+    """Why ``value`` is not acceptable for parameter ``name`` (None when it is)."""
+    spec = _BY_NAME.get(name)
+    if spec is None:
+        return None        # not ours (use_sim_time, ...)
+    if name == "device":
+        if not isinstance(value, str) or not _DEVICE_RE.fullmatch(value.strip().lower()):
+            return f"device {value!r} is not one of auto, cpu, cuda, cuda:N"
+    elif name == "backend":
+        if value not in ("auto", "torch", "onnxruntime"):
+            return f"backend {value!r} is not one of auto, torch, onnxruntime"
+    elif name == "precision":
+        if value not in ("fp32", "fp16"):
+            return f"precision {value!r} is not one of fp32, fp16"
+    elif name in ("qos_reliability", "output_qos_reliability"):
+        if value not in _RELIABILITY:
+            return f"{name} {value!r} is not one of best_effort, reliable"
+    elif name == "palette":
+        vals = list(value or [])
+        if not vals:
+            return None
+        if len(vals) % 3:
+            return f"palette has {len(vals)} values, not a multiple of 3 (r,g,b per class)"
+        if num_classes is not None and len(vals) != 3 * num_classes:
+            return (f"palette has {len(vals) // 3} colors but the model has {num_classes} classes "
+                    f"(give {3 * num_classes} values)")
+        bad = [v for v in vals if not 0 <= int(v) <= 255]
+        if bad:
+            return f"palette values must be in 0..255, got {bad[:3]}"
+    elif spec.float_range is not None:
+        lo, hi = spec.float_range
+        if not isinstance(value, (int, float)) or math.isnan(value) or not lo <= value <= hi:
+            return f"{name} must be in [{lo:g}, {hi:g}], got {value!r}"
+    elif spec.int_range is not None:
+        lo, hi = spec.int_range
+        if not isinstance(value, int) or not lo <= value <= hi:
+            return f"{name} must be an integer in [{lo}, {hi}], got {value!r}"
+    return None
+
+
+def _descriptor(p: _Param) -> ParameterDescriptor:
+    d = ParameterDescriptor(name=p.name, type=p.ptype, description=p.description,
+                            additional_constraints=p.constraints, read_only=p.read_only)
+    if p.float_range is not None:
+        d.floating_point_range = [FloatingPointRange(from_value=float(p.float_range[0]),
+                                                     to_value=float(p.float_range[1]), step=0.0)]
+    if p.int_range is not None:
+        d.integer_range = [IntegerRange(from_value=int(p.int_range[0]), to_value=int(p.int_range[1]),
+                                        step=1)]
+    return d
+
+
+# ------------------------------------------------------------------------------------------------
+# statistics
+# ------------------------------------------------------------------------------------------------
+
+class _Stats:
+    """Counters and latency windows, shared by the callback, the worker and the diagnostics timer."""
+
+    COUNTERS = ("received", "processed", "dropped", "rejected", "inference_errors",
+                "color_computed", "color_published", "overlay_published", "confidence_published")
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        for k in self.COUNTERS:
+            setattr(self, k, 0)
+        self.inference_ms: deque = deque(maxlen=LATENCY_WINDOW)
+        self.e2e_ms: deque = deque(maxlen=LATENCY_WINDOW)
+        self.last_rejection = ""
+        self.last_error = ""
+
+    def add(self, **counts) -> None:
+        with self.lock:
+            for k, v in counts.items():
+                setattr(self, k, getattr(self, k) + v)
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            snap = {k: getattr(self, k) for k in self.COUNTERS}
+            snap["inference_ms"] = list(self.inference_ms)
+            snap["e2e_ms"] = list(self.e2e_ms)
+            snap["last_rejection"] = self.last_rejection
+            snap["last_error"] = self.last_error
+        return snap
+
+
+def _percentiles(values: list) -> tuple[float, float] | None:
+    if not values:
+        return None
+    a = np.asarray(values, dtype=np.float64)
+    return float(np.median(a)), float(np.percentile(a, 95))
+
+
+# ------------------------------------------------------------------------------------------------
+# the node
+# ------------------------------------------------------------------------------------------------
+
+class SegNode(Node):
+    """Semantic segmentation node; see the module docstring for topics and threading.
+
+    Keyword arguments go to :class:`rclpy.node.Node` (``context``, ``namespace``,
+    ``parameter_overrides``, ``cli_args``, ...).  Raises :class:`StartupError` (after logging it)
+    when the model or a parameter value is unusable; the node is destroyed in that case.
+    """
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs):
+        super().__init__(node_name, **kwargs)
+        self._worker: threading.Thread | None = None
+        self._cond = threading.Condition()
+        self._slot = None          # the newest unprocessed message
+        self._stopping = False
+        try:
+            self._setup()
+        except StartupError as exc:
+            self.get_logger().error(str(exc))
+            self.destroy_node()
+            raise
+        except BaseException:
+            self.destroy_node()
+            raise
+
+    # ---- set-up ---------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from sensor_msgs.msg import CompressedImage, Image
+
+        self._Image = Image
+        cfg = self._declare_parameters()
+        path = cfg.model_path()
+        if not cfg.model and not path.is_file():
+            raise StartupError(f"no model given and the default model file {path} is not installed; "
+                               f"pass one with model:=/path/to/model.clipseg "
+                               f"(--ros-args -p model:=/path/to/model.clipseg)")
+        try:
+            self.segmenter = Segmenter(path, device=cfg.device, backend=cfg.backend,
+                                       precision=cfg.precision, threads=cfg.threads or None)
+        except ModelFileError as exc:
+            raise StartupError(f"cannot load the model: {exc}") from None
+        except SegmenterConfigError as exc:
+            raise StartupError(f"cannot run model file {path}: {exc}") from None
+        except FileNotFoundError as exc:
+            raise StartupError(f"model file {path}: not found ({exc})") from None
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise StartupError(f"cannot load model file {path}: {type(exc).__name__}: {exc}") from None
+        self.num_classes = len(self.segmenter.class_names)
+        reason = validate_parameter("palette", cfg.palette, self.num_classes)
+        if reason:
+            raise StartupError(f"parameter palette: {reason}")
+        self.model_path = str(path)
+        self._cfg = cfg
+        self._colorizer = self._make_colorizer(cfg.palette)
+        self._buffers: dict[str, np.ndarray] = {}
+        self._stats = _Stats()
+
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        in_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=cfg.qos_depth,
+                            reliability=_RELIABILITY[cfg.qos_reliability])
+        out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                             reliability=_RELIABILITY[cfg.output_qos_reliability])
+        self._pub_labels = self.create_publisher(Image, "~/labels", out_qos)
+        self._pub_color = self.create_publisher(Image, "~/color", out_qos)
+        self._pub_overlay = self.create_publisher(Image, "~/overlay", out_qos)
+        self._pub_confidence = self.create_publisher(Image, "~/confidence", out_qos)
+        self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        if cfg.input_compressed:
+            self._decode = image_codec.compressed_to_rgb
+            self._sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image, in_qos)
+        else:
+            self._decode = image_codec.image_to_rgb
+            self._sub = self.create_subscription(Image, "image", self._on_image, in_qos)
+        self.input_topic = self._sub.topic_name
+
+        self._diag_last = (time.monotonic(), 0, 0, 0, 0)   # time, received, processed, rejected, errors
+        self._diag_timer = self.create_timer(cfg.diagnostics_period, self._publish_diagnostics)
+        self._worker = threading.Thread(target=self._work, name="seg_node_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"segmenting {self.input_topic} with {self.model_path} ({self.num_classes} classes, "
+            f"{self.segmenter.description}); publishing {self._pub_labels.topic_name} "
+            f"[color, overlay{', confidence' if cfg.publish_confidence else ''}]")
+
+    def _declare_parameters(self) -> NodeConfig:
+        values = {}
+        for p in PARAMETERS:
+            try:
+                param = self.declare_parameter(p.name, p.default, _descriptor(p))
+            except ParameterException as exc:
+                raise StartupError(f"parameter {p.name}: {exc}") from None
+            value = param.value
+            if p.name == "palette":      # declared without a default: may be uninitialized
+                try:
+                    value = self.get_parameter(p.name).value
+                except ParameterUninitializedException:
+                    value = None
+                value = tuple(int(v) for v in (value or ()))
+            reason = validate_parameter(p.name, value)
+            if reason:
+                raise StartupError(f"parameter {p.name}: {reason}")
+            values[p.name] = value
+        values["device"] = values["device"].strip().lower()
+        return NodeConfig(**values)
+
+    def _make_colorizer(self, palette: tuple) -> visualize.Colorizer:
+        pal = (np.asarray(palette, dtype=np.uint8).reshape(-1, 3) if palette else self.segmenter.palette)
+        return visualize.Colorizer(pal)
+
+    # ---- parameters at run time -------------------------------------------------------------
+    def _on_set_parameters(self, params: list) -> SetParametersResult:
+        updates = {}
+        for prm in params:
+            if prm.name not in _BY_NAME:
+                continue
+            value = prm.value
+            if prm.name == "palette":
+                value = tuple(int(v) for v in (value or ()))
+            reason = validate_parameter(prm.name, value, self.num_classes)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+            updates[prm.name] = value
+        if updates:
+            if "palette" in updates:
+                self._colorizer = self._make_colorizer(updates["palette"])
+            self._cfg = replace(self._cfg, **updates)   # one atomic swap; the worker reads self._cfg
+            self.get_logger().info("parameters changed: " + ", ".join(
+                f"{k}={v}" for k, v in updates.items()))
+        return SetParametersResult(successful=True)
+
+    # ---- input ------------------------------------------------------------------------------
+    def _on_image(self, msg) -> None:
+        with self._cond:
+            self._stats.add(received=1)
+            if self._slot is not None:
+                self._stats.add(dropped=1)
+            self._slot = msg
+            self._cond.notify()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while self._slot is None and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                msg, self._slot = self._slot, None
+            try:
+                self._process(msg)
+            except Exception as exc:  # noqa: BLE001 - the worker must survive anything
+                self._failed(f"processing failed: {type(exc).__name__}: {exc}")
+
+    def stop(self) -> None:
+        """Stop the worker thread (waits for the frame in progress)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout=10.0)
+
+    def destroy_node(self):
+        self.stop()
+        return super().destroy_node()
+
+    # ---- per frame --------------------------------------------------------------------------
+    def _reject(self, reason: str) -> None:
+        with self._stats.lock:
+            self._stats.rejected += 1
+            self._stats.last_rejection = reason
+        self.get_logger().warning(f"skipping frame: {reason}", throttle_duration_sec=2.0)
+
+    def _failed(self, reason: str) -> None:
+        with self._stats.lock:
+            self._stats.inference_errors += 1
+            self._stats.last_error = reason
+        self.get_logger().error(reason, throttle_duration_sec=2.0)
+
+    def _buffer(self, name: str, shape: tuple) -> np.ndarray:
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != shape:
+            buf = self._buffers[name] = np.empty(shape, np.uint8)
+        return buf
+
+    def _publish(self, pub, array: np.ndarray, encoding: str, header) -> None:
+        msg = self._Image()
+        msg.header = header
+        image_codec.fill_image(msg, array, encoding)
+        pub.publish(msg)
+
+    def _process(self, msg) -> None:
+        cfg = self._cfg
+        if cfg.max_image_pixels and not cfg.input_compressed:
+            try:
+                npx = int(msg.height) * int(msg.width)
+            except (TypeError, ValueError):
+                npx = 0
+            if npx > cfg.max_image_pixels:
+                self._reject(f"image {msg.width}x{msg.height} has more than max_image_pixels="
+                             f"{cfg.max_image_pixels} pixels")
+                return
+        try:
+            rgb = self._decode(msg)
+        except image_codec.ImageDecodeError as exc:
+            self._reject(str(exc))
+            return
+        h, w = rgb.shape[:2]
+        if cfg.max_image_pixels and h * w > cfg.max_image_pixels:
+            self._reject(f"image {w}x{h} has more than max_image_pixels={cfg.max_image_pixels} pixels")
+            return
+
+        want_conf = cfg.publish_confidence and self._pub_confidence.get_subscription_count() > 0
+        t0 = time.perf_counter()
+        try:
+            result = self.segmenter(rgb, want_confidence=want_conf)
+        except Exception as exc:  # noqa: BLE001
+            self._failed(f"inference failed on a {w}x{h} frame: {type(exc).__name__}: {exc}")
+            return
+        inference_ms = (time.perf_counter() - t0) * 1000.0
+        header = msg.header
+        labels = result.labels
+        self._publish(self._pub_labels, labels, "mono8", header)
+        stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+        e2e_ms = ((self.get_clock().now().nanoseconds - stamp_ns) / 1e6) if stamp_ns else None
+
+        want_color = cfg.publish_color and self._pub_color.get_subscription_count() > 0
+        want_overlay = cfg.publish_overlay and self._pub_overlay.get_subscription_count() > 0
+        counts = {"processed": 1}
+        if want_color or want_overlay:
+            color = self._colorizer.colorize(labels, out=self._buffer("color", (h, w, 3)))
+            counts["color_computed"] = 1
+            if want_color:
+                self._publish(self._pub_color, color, "rgb8", header)
+                counts["color_published"] = 1
+            if want_overlay:
+                blend = visualize.overlay(rgb, color, cfg.overlay_alpha,
+                                          out=self._buffer("overlay", (h, w, 3)), labels=labels)
+                self._publish(self._pub_overlay, blend, "rgb8", header)
+                counts["overlay_published"] = 1
+        if want_conf and result.confidence is not None:
+            conf = visualize.confidence_to_image(result.confidence)
+            self._publish(self._pub_confidence, conf, "32FC1", header)
+            counts["confidence_published"] = 1
+        with self._stats.lock:
+            for k, v in counts.items():
+                setattr(self._stats, k, getattr(self._stats, k) + v)
+            self._stats.inference_ms.append(inference_ms)
+            if e2e_ms is not None:
+                self._stats.e2e_ms.append(e2e_ms)
+
+    # ---- introspection and diagnostics --------------------------------------------------------
+    @property
+    def config(self) -> NodeConfig:
+        return self._cfg
+
+    @property
+    def stats(self) -> dict:
+        """A snapshot of the counters: received, processed, dropped, rejected, inference_errors,
+        color_computed, color/overlay/confidence_published, latency windows and last reasons."""
+        return self._stats.snapshot()
+
+    def diagnostic_status(self):
+        """The current ``DiagnosticStatus`` (rates over the time since the previous call)."""
+        from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+        snap = self._stats.snapshot()
+        now = time.monotonic()
+        t_prev, rec_prev, proc_prev, rej_prev, err_prev = self._diag_last
+        self._diag_last = (now, snap["received"], snap["processed"], snap["rejected"],
+                           snap["inference_errors"])
+        dt = max(now - t_prev, 1e-6)
+        in_hz = (snap["received"] - rec_prev) / dt
+        out_hz = (snap["processed"] - proc_prev) / dt
+        new_rejected = snap["rejected"] - rej_prev
+        new_errors = snap["inference_errors"] - err_prev
+        inf = _percentiles(snap["inference_ms"])
+        e2e = _percentiles(snap["e2e_ms"])
+
+        def ms(v):
+            return f"{v:.1f}" if v is not None else "n/a"
+
+        st = DiagnosticStatus()
+        ns = self.get_namespace().strip("/")
+        st.name = f"{ns + '/' if ns else ''}{self.get_name()}: segmentation"
+        st.hardware_id = self.segmenter.device
+        if new_errors:
+            st.level, st.message = DiagnosticStatus.ERROR, f"inference failed: {snap['last_error']}"
+        elif new_rejected:
+            st.level, st.message = DiagnosticStatus.WARN, f"rejecting frames: {snap['last_rejection']}"
+        elif in_hz >= 1.0 and out_hz < SLOW_FRACTION * in_hz:
+            st.level, st.message = (DiagnosticStatus.WARN,
+                                    f"processing {out_hz:.1f} of {in_hz:.1f} frames/s")
+        elif snap["received"] == 0:
+            st.level, st.message = DiagnosticStatus.OK, f"waiting for images on {self.input_topic}"
+        else:
+            st.level, st.message = DiagnosticStatus.OK, "ok"
+        # counters first: tools that look keys up by substring ("processed") find the counts
+        values = [
+            ("frames received", str(snap["received"])),
+            ("frames processed", str(snap["processed"])),
+            ("frames dropped", str(snap["dropped"])),
+            ("frames rejected", str(snap["rejected"])),
+            ("inference errors", str(snap["inference_errors"])),
+            ("input rate (Hz)", f"{in_hz:.2f}"),
+            ("processed rate (Hz)", f"{out_hz:.2f}"),
+            ("inference latency median (ms)", ms(inf[0] if inf else None)),
+            ("inference latency p95 (ms)", ms(inf[1] if inf else None)),
+            ("end-to-end latency median (ms)", ms(e2e[0] if e2e else None)),
+            ("end-to-end latency p95 (ms)", ms(e2e[1] if e2e else None)),
+            ("backend", self.segmenter.description),
+            ("device", self.segmenter.device),
+            ("model", self.model_path),
+            ("input topic", self.input_topic),
+            ("last rejection reason", snap["last_rejection"] or "none"),
+            ("last error", snap["last_error"] or "none"),
+        ]
+        st.values = [KeyValue(key=k, value=v) for k, v in values]
+        return st
+
+    def _publish_diagnostics(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [self.diagnostic_status()]
+        self._pub_diag.publish(arr)
+
+
+# ------------------------------------------------------------------------------------------------
+# entry point
+# ------------------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    """``seg_node [--ros-args ...]``: run the node until Ctrl-C / SIGTERM; 0 on a clean stop,
+    1 when the node cannot start (the reason is logged), 2 on bad command-line arguments."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        stop.set()
+
+    old_handlers = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            old_handlers[sig] = signal.signal(sig, on_signal)
+        except ValueError:     # not the main thread: the caller handles signals
+            pass
+    try:
+        try:
+            rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+        except Exception as exc:  # noqa: BLE001 - bad --ros-args and the like
+            print(f"seg_node: cannot initialise ROS: {exc}", file=sys.stderr, flush=True)
+            return 2
+        node = None
+        try:
+            try:
+                node = SegNode()
+            except StartupError:
+                return 1          # already logged by the node
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            while not stop.is_set() and rclpy.ok():
+                executor.spin_once(timeout_sec=0.1)
+            executor.remove_node(node)
+            executor.shutdown(timeout_sec=1.0)
+            return 0
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            if node is not None:
+                node.stop()
+                node.get_logger().info("shutting down")
+                node.destroy_node()
+            rclpy.try_shutdown()
+    finally:
+        for sig, old in old_handlers.items():
+            try:
+                signal.signal(sig, old)
+            except (ValueError, TypeError):
+                pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

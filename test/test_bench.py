@@ -1,0 +1,108 @@
+"""Smoke test of ``clipseg-bench``: one tiny size, the MobileNetV2 twins, the default model and LRASPP.
+
+Checks the outputs' structure (rows, keys, ratios, Markdown, PNG), never a speed.  The ROS
+publish step runs with the DDS settings of conftest.py; the seg_node memory row is skipped.
+"""
+import json
+
+import pytest
+
+from clipseg_ros import bench
+
+pytest.importorskip("torch")
+pytest.importorskip("torchvision")
+
+ROW_KEYS = {"model", "label", "family", "variant", "backend", "device", "precision", "size", "width",
+            "height", "pixels", "status", "note", "n", "median_ms", "p90_ms", "mean_ms", "fps",
+            "samples_ms", "params"}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    argv = ["--quick", "--out", str(out), "--sizes", "128x96", "--models", "default,mobilenetv2,lraspp",
+            "--backends", "torch,onnxruntime", "--warmup", "1", "--iters", "2", "--settle-ms", "0",
+            "--overhead-iters", "3", "--no-memory"]
+    rc = bench.main(argv)
+    return rc, out
+
+
+@pytest.mark.ros
+def test_quick_run_writes_results(quick_run):
+    rc, out = quick_run
+    assert rc == 0
+    data = json.loads((out / "bench.json").read_text())
+    assert data["schema"] == bench.SCHEMA
+    m = data["machine"]
+    for key in ("cpu_model", "logical_cores", "threads", "date", "versions", "gpu"):
+        assert key in m
+    for lib in ("torch", "onnxruntime", "numpy", "opencv"):
+        assert m["versions"][lib]
+
+    rows = data["rows"]
+    models = ["default", "mobilenetv2-enh", "mobilenetv2-base", "lraspp-mbv3"]
+    backends = ["torch", "onnxruntime", bench.RAW]
+    assert {(r["model"], r["backend"]) for r in rows} == {(mm, b) for mm in models for b in backends}
+    for r in rows:
+        assert r["status"] == "ok", r
+        assert ROW_KEYS <= set(r), ROW_KEYS - set(r)
+        assert r["size"] == "128x96" and r["pixels"] == 128 * 96
+        assert r["n"] == 2 and len(r["samples_ms"]) == 2
+        assert 0 < r["median_ms"] <= r["p90_ms"]
+
+    # the default is the stand-in until clipseg_ros/models/default.clipseg exists
+    dm = data["default_model"]
+    assert dm["stand_in"] == (not bench.PACKAGED_DEFAULT.is_file())
+    if dm["stand_in"]:
+        assert "untrained stand-in" in dm["label"]
+
+    ratios = data["ratios"]
+    twins = {(t["family"], t["backend"]) for t in ratios["twins"]}
+    assert twins == {("mobilenetv2", b) for b in backends}
+    for t in ratios["twins"]:
+        assert t["ratio"] > 0 and t["enhanced"] == "mobilenetv2-enh" and t["baseline"] == "mobilenetv2-base"
+    enh = [r for r in rows if r["model"] == "mobilenetv2-enh"]
+    assert all(r["ratio_vs_twin"] > 0 for r in enh)
+    cmp = ratios["default_vs_lraspp"]
+    assert cmp["status"] == "ok" and cmp["size"] == "128x96" and cmp["ratio"] > 0
+
+    ov = data["overhead"]
+    assert ov["size"] == "640x480"
+    steps = {s["step"].split(" (")[0] for s in ov["steps"]}
+    for name in ("decode rgb8", "decode bgr8", "decode jpeg", "preprocess", "postprocess", "colorize",
+                 "overlay", "fill labels msg", "fill color msg", "fill overlay msg"):
+        assert name in steps
+    assert set(ov["percent_of_inference"]) == {"torch", "onnxruntime"}
+    assert ratios["node_overhead_percent"] == ov["percent_of_inference"]
+    assert data["memory"]["status"] == "skipped"
+
+    md = (out / "bench.md").read_text()
+    assert "Enhanced / baseline" in md and "LRASPP" in md and "overhead" in md
+    png = (out / "latency_vs_size.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+
+
+def test_cli_rejects_bad_options(capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--models", "nope"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--precision", "fp16"])       # fp16 needs --device cuda
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--sizes", "640-480"])
+    a = bench.parse_args(["--models", "stdc1,lraspp", "--sizes", "64x32"])
+    assert a.model_keys == ["stdc1-enh", "stdc1-base", "lraspp-mbv3"]
+    assert a.size_list == [(64, 32)]
+    assert bench.parse_args(["--device", "cuda"]).precision == "fp16"
+
+
+def test_cuda_rows_degrade_with_a_message(tmp_path):
+    """Without a GPU, --device cuda skips every row with the reason instead of crashing."""
+    if bench.cuda_problem() is None:
+        pytest.skip("a CUDA path exists here")
+    rc = bench.main(["--device", "cuda", "--out", str(tmp_path), "--sizes", "64x48", "--models", "mobilenetv2-base",
+                     "--backends", "torch", "--no-raw", "--iters", "1", "--warmup", "0",
+                     "--no-overhead", "--no-memory", "--no-plot"])
+    assert rc == 1      # nothing could run
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["status"] for r in data["rows"]] == ["skipped"]
+    assert "CUDA" in data["rows"][0]["note"]

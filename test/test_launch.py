@@ -1,0 +1,207 @@
+"""launch/seg.launch.py, config/params.yaml and config/seg.rviz.
+
+The launch description itself needs launch_ros (a ROS installation); the other checks always run:
+the launch file compiles, params.yaml only names parameters the node declares and is accepted by
+the real node (through ``--params-file``, in a namespace), seg.rviz is a YAML RViz2 config with the
+three Image displays.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH = REPO / "launch" / "seg.launch.py"
+PARAMS = REPO / "config" / "params.yaml"
+RVIZ = REPO / "config" / "seg.rviz"
+
+LAUNCH_ARGS = {"model", "image", "input_compressed", "device", "backend", "namespace", "params_file",
+               "use_rviz"}
+
+
+def test_launch_file_is_valid_python():
+    compile(LAUNCH.read_text(), str(LAUNCH), "exec")
+
+
+def _load_launch_module():
+    spec = importlib.util.spec_from_file_location("seg_launch", LAUNCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _text(value) -> str:
+    """A plain string out of a str or a list of TextSubstitution (launch keeps either)."""
+    if isinstance(value, str):
+        return value
+    return "".join(getattr(v, "text", str(v)) for v in value)
+
+
+def test_launch_description_generates():
+    pytest.importorskip("launch_ros")
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument
+    from launch_ros.actions import Node
+
+    ld = _load_launch_module().generate_launch_description()
+    assert isinstance(ld, LaunchDescription)
+    args = {a.name: a for a in ld.entities if isinstance(a, DeclareLaunchArgument)}
+    assert LAUNCH_ARGS <= set(args)
+    assert Path(_text(args["params_file"].default_value)).name == "params.yaml"
+    assert _text(args["image"].default_value) == "/camera/image_raw"
+    nodes = [e for e in ld.entities if isinstance(e, Node)]
+    executables = [_text(n.node_executable) for n in nodes]
+    assert "seg_node" in executables and "rviz2" in executables
+
+
+class _Recorder:
+    """Stands in for a launch / launch_ros class: records how the launch file built it."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+def _stub_module(name: str, **attrs):
+    import types
+
+    mod = types.ModuleType(name)
+    mod.__dict__.update(attrs)
+    return mod
+
+
+def test_launch_description_logic_with_stand_ins(monkeypatch):
+    """Without launch_ros: run generate_launch_description() against recording stand-ins."""
+    kinds = {n: type(n, (_Recorder,), {}) for n in (
+        "LaunchDescription", "DeclareLaunchArgument", "IfCondition", "LaunchConfiguration",
+        "PathJoinSubstitution", "Node", "ParameterValue")}
+    stubs = {
+        "launch": _stub_module("launch", LaunchDescription=kinds["LaunchDescription"]),
+        "launch.actions": _stub_module("launch.actions", DeclareLaunchArgument=kinds["DeclareLaunchArgument"]),
+        "launch.conditions": _stub_module("launch.conditions", IfCondition=kinds["IfCondition"]),
+        "launch.substitutions": _stub_module("launch.substitutions",
+                                             LaunchConfiguration=kinds["LaunchConfiguration"],
+                                             PathJoinSubstitution=kinds["PathJoinSubstitution"]),
+        "launch_ros": _stub_module("launch_ros"),
+        "launch_ros.actions": _stub_module("launch_ros.actions", Node=kinds["Node"]),
+        "launch_ros.parameter_descriptions": _stub_module("launch_ros.parameter_descriptions",
+                                                          ParameterValue=kinds["ParameterValue"]),
+    }
+    for name, mod in stubs.items():
+        monkeypatch.setitem(__import__("sys").modules, name, mod)
+    ld = _load_launch_module().generate_launch_description()
+    entities = ld.args[0]
+    declared = {a.args[0]: a.kwargs for a in entities if isinstance(a, kinds["DeclareLaunchArgument"])}
+    assert set(declared) == LAUNCH_ARGS
+    assert declared["image"]["default_value"] == "/camera/image_raw"
+    assert declared["input_compressed"]["default_value"] == "false"
+    assert declared["use_rviz"]["default_value"] == "false"
+    params_default = Path(declared["params_file"]["default_value"])
+    assert params_default.name == "params.yaml" and params_default.is_file()   # source tree fallback
+    for d in declared.values():
+        assert d["description"]
+
+    def config_name(sub):
+        return sub.args[0] if isinstance(sub, kinds["LaunchConfiguration"]) else None
+
+    nodes = [e for e in entities if isinstance(e, kinds["Node"])]
+    seg = next(n.kwargs for n in nodes if n.kwargs["executable"] == "seg_node")
+    assert seg["package"] == "clipseg_ros" and seg["name"] == "seg_node"
+    assert config_name(seg["namespace"]) == "namespace"
+    file_param, overrides = seg["parameters"]
+    assert config_name(file_param) == "params_file"
+    assert {k: config_name(v.args[0]) for k, v in overrides.items()} == {
+        "model": "model", "device": "device", "backend": "backend", "input_compressed": "input_compressed"}
+    assert overrides["input_compressed"].kwargs["value_type"] is bool
+    assert overrides["model"].kwargs["value_type"] is str
+    remaps = dict(seg["remappings"])
+    assert config_name(remaps["image"]) == "image"
+    compressed = remaps["image/compressed"]
+    assert config_name(compressed[0]) == "image" and compressed[1] == "/compressed"
+    rviz = next(n.kwargs for n in nodes if n.kwargs["executable"] == "rviz2")
+    assert rviz["arguments"][0] == "-d"
+    assert [str(p) for p in rviz["arguments"][1].args[0][1:]] == ["config", "seg.rviz"]
+    assert config_name(rviz["condition"].args[0]) == "use_rviz"
+
+
+def _params_section() -> dict:
+    data = yaml.safe_load(PARAMS.read_text())
+    assert isinstance(data, dict) and len(data) == 1, data
+    (key, section), = data.items()
+    assert key.split("/")[-1] == "seg_node", key
+    return section["ros__parameters"]
+
+
+def test_params_yaml_names_only_declared_parameters():
+    from clipseg_ros.node import PARAMETER_NAMES, validate_parameter
+
+    params = _params_section()
+    assert params, "no parameters in params.yaml"
+    unknown = set(params) - set(PARAMETER_NAMES)
+    assert not unknown, f"params.yaml sets parameters the node does not declare: {sorted(unknown)}"
+    for name, value in params.items():
+        assert validate_parameter(name, value) is None, (name, value)
+    # every parameter is documented in the file (set, or shown in a comment)
+    text = PARAMS.read_text()
+    for name in PARAMETER_NAMES:
+        assert f"{name}:" in text, f"{name} is not documented in params.yaml"
+
+
+# A valid non-default value for every parameter params.yaml sets (to see that the file is applied).
+_CHANGED = {"device": "cpu", "backend": "onnxruntime", "precision": "fp32", "threads": 1,
+            "input_compressed": True, "qos_reliability": "reliable", "qos_depth": 3,
+            "output_qos_reliability": "best_effort", "diagnostics_period": 2.5, "overlay_alpha": 0.25,
+            "publish_color": False, "publish_overlay": False, "publish_confidence": True,
+            "max_image_pixels": 123456}
+
+
+@pytest.mark.parametrize("variant", ["as_shipped", "changed"])
+def test_the_node_accepts_params_yaml(variant, tmp_path):
+    pytest.importorskip("rclpy")
+    pytest.importorskip("onnxruntime")
+    from rclpy.parameter import Parameter
+
+    from clipseg_ros.node import SegNode
+    from ros_helpers import RosHarness, known_model
+
+    params = _params_section()
+    path = PARAMS
+    if variant == "changed":
+        assert set(params) <= set(_CHANGED), "add the new parameter to _CHANGED"
+        params = {k: _CHANGED[k] for k in params}
+        for k, v in params.items():
+            assert v != _params_section()[k] or k == "precision", k   # fp16 needs CUDA
+        data = yaml.safe_load(PARAMS.read_text())
+        (key, _), = data.items()
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump({key: {"ros__parameters": params}}))
+    ros = RosHarness("test_launch", args=["test", "--ros-args", "--params-file", str(path)])
+    try:
+        # in a namespace, as the launch file's `namespace` argument would put it
+        node = SegNode(context=ros.context, namespace="/launch_ns",
+                       parameter_overrides=[Parameter("model", value=known_model())])
+        try:
+            for name, value in params.items():
+                got = node.get_parameter(name).value
+                assert got == value, (name, got, value)
+            assert node.config.overlay_alpha == params["overlay_alpha"]
+            topic = "/launch_ns/image" + ("/compressed" if params["input_compressed"] else "")
+            assert node.input_topic == topic
+        finally:
+            node.destroy_node()
+    finally:
+        ros.close()
+
+
+def test_rviz_config_shows_input_overlay_and_color():
+    cfg = yaml.safe_load(RVIZ.read_text())
+    displays = cfg["Visualization Manager"]["Displays"]
+    images = [d for d in displays if d["Class"] == "rviz_default_plugins/Image"]
+    topics = [d["Topic"]["Value"] for d in images]
+    assert topics == ["/camera/image_raw", "/seg_node/overlay", "/seg_node/color"]
+    for d in images:
+        assert d["Topic"]["Reliability Policy"] in ("Best Effort", "Reliable")
+        assert d["Enabled"] is True
+    assert {p["Class"] for p in cfg["Panels"]} >= {"rviz_common/Displays"}
