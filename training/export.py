@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-LABEL_AGREEMENT = 0.999
+LABEL_AGREEMENT = 0.995
 CONF_TOL = 2e-2
 
 

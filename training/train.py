@@ -333,7 +333,7 @@ class Trainer:
                 with ctx:
                     outputs = model(images)
                     loss, parts = self.criterion(outputs, labels)
-                if not math.isfinite(float(loss)):
+                if not math.isfinite(float(loss.detach())):
                     raise FloatingPointError(f"loss is {float(loss)} at iteration {self.iteration} "
                                              f"({parts}); lower optim.lr or check the data")
                 self.optimizer.zero_grad(set_to_none=True)
