@@ -525,7 +525,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, help="shortcut for run.seed=...")
     parser.add_argument("--export", metavar="PATH", help="export the final best model to this .clipseg file")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. stage1.iters=500 data.batch_size=4")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     overrides = list(args.overrides)
     if args.out_dir:
         overrides.append(f"run.out_dir={args.out_dir}")
