@@ -112,7 +112,7 @@ def _merge(base: dict, override: dict, where: str, strict: bool = True) -> dict:
     out = copy.deepcopy(base)
     for key, value in override.items():
         if strict and key not in base:
-            raise ConfigError(f"unknown config key {where}{key!r}; known keys: {', '.join(sorted(base))}")
+            raise ConfigError(f"unknown config key '{where}{key}'; known keys: {', '.join(sorted(base))}")
         if isinstance(base.get(key), dict) and isinstance(value, dict):
             out[key] = _merge(base[key], value, f"{where}{key}.", strict)
         elif isinstance(base.get(key), dict) and value is not None:
