@@ -347,7 +347,7 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.2e}", ep=self.epoch, refresh=False)
                 if writer is not None and (self.iteration % run["log_interval"] == 0 or self.iteration == self.total):
-                    writer.writerow([self.iteration, self.epoch, f"{lr:.6g}", f"{float(loss):.5f}"] +
+                    writer.writerow([self.iteration, self.epoch, f"{lr:.6g}", f"{float(loss.detach()):.5f}"] +
                                     [f"{parts.get(k, float('nan')):.5f}" for k in ("seg", "aux16", "aux32", "detail", "text")] +
                                     [f"{self.train_seconds + time.time() - t_start:.1f}"])
                     fh.flush()
@@ -551,7 +551,11 @@ def main(argv=None) -> int:
         return 2
     finally:
         if dist.is_initialized():
-            dist.destroy_process_group()
+            # every rank reaches teardown together (gloo aborts if a peer disappears mid-call)
+            try:
+                dist.barrier()
+            finally:
+                dist.destroy_process_group()
     for st, s in summaries.items():
         print(f"[{st}] best val mIoU {s['best_miou']:.2f} at iteration {s['best_iteration']} "
               f"({s['train_seconds']:.0f} s)")
