@@ -236,6 +236,32 @@ def test_make_bag_camvid_layout(bags, camvid_root):
         np.testing.assert_array_equal(f.gt, lab)
 
 
+def test_make_bag_zstd_message_compression_reads_back(tmp_path, capsys, camvid_root):
+    """--compression zstd (as the shipped sample bag uses): same frames, far fewer bytes."""
+    frames = camvid_frames(camvid_root, n=3)
+    sizes = {}
+    for comp in ("none", "zstd"):
+        out = tmp_path / comp
+        code, _, err = run_cli(["make-bag", camvid_root, out, "--limit", "3", "--resize", f"{W}x{H}",
+                                "--no-progress", "--compression", comp], capsys)
+        assert code == 0, err
+        sizes[comp] = sum(f.stat().st_size for f in out.iterdir())
+        with open_bag(out) as b:
+            b.select_topics()
+            got = list(b.frames())
+        assert len(got) == 3
+        for f, (rgb, lab) in zip(got, frames):
+            np.testing.assert_array_equal(f.rgb, rgb)
+            np.testing.assert_array_equal(f.gt, lab)
+    assert sizes["zstd"] < 0.8 * sizes["none"], sizes
+    from clipseg_ros.bag.reader import BagError
+    from clipseg_ros.bag.writer import make_bag
+
+    with pytest.raises(BagError, match="compression 'bz2' is not one of"):
+        make_bag(camvid_root, tmp_path / "bad", compression="bz2", progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_make_bag_folder_pairs_every_limit(tmp_path, capsys):
     imgs, labs = tmp_path / "images", tmp_path / "labels"
     imgs.mkdir()

@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     mk.add_argument("--compressed", action="store_true", help="JPEG CompressedImage instead of raw rgb8")
     mk.add_argument("--jpeg-quality", type=int, default=90)
     mk.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"))
+    mk.add_argument("--compression", default="none", choices=("none", "zstd", "lz4"),
+                    help="rosbag2 per-message compression (default none; zstd shrinks label images ~20x)")
     mk.add_argument("--image-topic", help="default /camera/image_raw (or /camera/image_raw/compressed)")
     mk.add_argument("--label-topic", default="/camera/labels")
     mk.add_argument("--frame-id", default="camera")
@@ -188,7 +190,7 @@ def main(argv=None) -> int:
                 compressed=args.compressed, jpeg_quality=args.jpeg_quality, storage=args.storage,
                 image_topic=args.image_topic, label_topic=args.label_topic, frame_id=args.frame_id,
                 limit=args.limit, every=args.every, resize=parse_resize(args.resize),
-                label_map=args.label_map,
+                label_map=args.label_map, compression=args.compression,
                 start_ns=int(args.start_time * 1e9) if args.start_time is not None else None,
                 progress=not args.no_progress)
             print(f"wrote {summary['frames']} frames ({summary['layout']}, "

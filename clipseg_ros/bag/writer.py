@@ -145,17 +145,26 @@ def compressed_msg(ts, rgb: np.ndarray, stamp_ns: int, frame_id: str, quality: i
                       data=np.frombuffer(payload, np.uint8))
 
 
-def _open_writer(path: Path, storage: str):
+COMPRESSIONS = ("none", "zstd", "lz4")
+
+
+def _open_writer(path: Path, storage: str, compression: str = "none"):
     from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 
     if storage not in STORAGES:
         raise BagError(f"storage {storage!r} is not one of {', '.join(STORAGES)}")
+    if compression not in COMPRESSIONS:
+        raise BagError(f"compression {compression!r} is not one of {', '.join(COMPRESSIONS)}")
     if path.exists():
         raise BagError(f"output bag {path} exists already; choose a new path or delete it")
     path.parent.mkdir(parents=True, exist_ok=True)
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     try:
         writer = Writer(path, version=Writer.VERSION_LATEST, storage_plugin=plugin)
+        if compression != "none":
+            # rosbag2 per-message compression: every reader of rosbag2 (ros2 bag, rosbags) undoes it.
+            writer.set_compression(CompressionMode.MESSAGE, getattr(CompressionFormat, compression.upper()))
         writer.open()
     except Exception as exc:  # noqa: BLE001
         raise BagError(f"cannot create bag {path}: {exc}") from None
@@ -167,7 +176,7 @@ def make_bag(source, out, *, labels=None, split: str = "val", rate_hz: float = 1
              image_topic: str | None = None, label_topic: str = "/camera/labels",
              frame_id: str = "camera", limit: int | None = None, every: int = 1,
              resize: tuple[int, int] | None = None, label_map=None, start_ns: int | None = None,
-             progress: bool = True) -> dict:
+             compression: str = "none", progress: bool = True) -> dict:
     """Write a bag from an image folder (see module docstring); returns a summary dict."""
     if not rate_hz or rate_hz <= 0:
         raise BagError(f"--rate-hz must be positive, got {rate_hz}")
@@ -195,7 +204,7 @@ def make_bag(source, out, *, labels=None, split: str = "val", rate_hz: float = 1
     has_labels = any(p.label is not None for p in pairs)
     ts = typestore()
     out = Path(out)
-    writer = _open_writer(out, storage)
+    writer = _open_writer(out, storage, compression)
     period_ns = int(round(1e9 / rate_hz))
     start_ns = int(time.time() * 1e9) if start_ns is None else int(start_ns)
     written = 0
@@ -249,7 +258,7 @@ def make_bag(source, out, *, labels=None, split: str = "val", rate_hz: float = 1
                 shutil.rmtree(out, ignore_errors=True)
     return {"bag": str(out), "frames": written, "layout": layout, "storage": storage,
             "image_topic": image_topic, "label_topic": label_topic if has_labels else None,
-            "compressed": compressed, "rate_hz": rate_hz, "size": list(size) if size else None,
+            "compressed": compressed, "compression": compression, "rate_hz": rate_hz, "size": list(size) if size else None,
             "label_map": {str(k): v for k, v in sorted(mapping.items())}}
 
 
