@@ -121,6 +121,45 @@ def test_live_compressed_rate_max(model, bags, camvid_root, tmp_path, capsys):
     _check_labels_equal(obag, bags["jpeg"], labels, N_CAMVID)
 
 
+def test_live_loop_replays_the_bag_n_times_at_the_recorded_rate(model, bags, camvid_root, tmp_path, capsys):
+    """--loop 3: every lap sent at 10 Hz (also across the seams), accuracy over 3x the frames,
+    and a latency trend over the whole soak."""
+    frames = camvid_frames(camvid_root)
+    _, cm = direct_eval(model, frames)
+    out = tmp_path / "res"
+    code, stdout, err = run_cli(["live", bags["raw"], "--model", model, "--out", out, "--loop", "3",
+                                 *COMMON], capsys)
+    assert code == 0, err
+    res = json.loads((out / "results.json").read_text())
+    assert pid_gone(res["node"]["pid"])
+    f = res["frames"]
+    assert f["sent"] == 3 * N_CAMVID and f["processed"] + f["dropped"] + f["rejected"] == 3 * N_CAMVID
+    assert f["processed"] == 3 * N_CAMVID, f       # a 96x72 tiny model keeps up with 10 Hz
+    # seams keep the rate: 15 frames over 14 periods of 100 ms
+    assert res["rate"]["sent_hz"] == pytest.approx(10.0, rel=0.15)
+    assert res["metrics"]["miou"] == pytest.approx(cm.compute()["miou"])   # same frames, 3 times
+    once = cm.compute()
+    for i, entry in enumerate(res["metrics"]["per_class"].values()):
+        assert entry["gt_pixels"] == 3 * int(once["gt_pixels"][i])
+        assert entry["pred_pixels"] == 3 * int(once["pred_pixels"][i])
+    trend = res["latency_trend"]
+    assert trend["frames"] == 3 * N_CAMVID and trend["duration_s"] == pytest.approx(1.4, abs=0.5)
+    assert trend["first_quarter_p95_ms"] > 0 and trend["last_quarter_p95_ms"] > 0
+    assert "end-to-end latency slope" in (out / "results.md").read_text()
+
+
+def test_latency_trend_detects_growth():
+    from clipseg_ros.bag.live import latency_trend
+
+    flat = [{"send_ns": i * 33_000_000, "latency_ms": 40.0 + (i % 3)} for i in range(3600)]
+    grow = [{"send_ns": i * 33_000_000, "latency_ms": 40.0 + i * 0.05} for i in range(3600)]
+    tf, tg = latency_trend(flat), latency_trend(grow)
+    assert abs(tf["slope_ms_per_min"]) < 0.1 and tf["duration_s"] == pytest.approx(118.8, abs=0.1)
+    assert tg["slope_ms_per_min"] == pytest.approx(0.05 * 60 / 0.033, rel=0.01)   # 0.05 ms per 33 ms frame
+    assert tg["last_quarter_p95_ms"] > tg["first_quarter_p95_ms"] + 100
+    assert latency_trend(flat[:5]) is None
+
+
 def test_live_counts_drops_when_replayed_faster_than_the_model(model, camvid_root, tmp_path, capsys):
     bag = tmp_path / "many"
     assert cli.main(["make-bag", str(camvid_root), str(bag), "--limit", "30", "--resize", "192x144",

@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "the next frame as soon as the previous frame's labels arrive")
     live.add_argument("--warmup", type=int, default=1,
                       help="frames sent (and waited for) before the replay, not counted (default 1)")
+    live.add_argument("--loop", type=_positive_int, default=1,
+                      help="replay the bag N times back to back, stamps and rate continuing "
+                           "(a soak run: see latency_trend in results.json; default 1)")
     live.add_argument("--timeout", type=float, default=10.0,
                       help="seconds to wait for outstanding labels after the last frame "
                            "(and per frame with --rate max; default 10)")

@@ -48,7 +48,7 @@ from .offline import common_results, expected_frames
 from .reader import BagError, LabelMapper, open_bag, parse_label_map
 from .report import SampleCollector, latency_stats, model_info, sample_positions, write_results
 
-__all__ = ["NodeProcess", "run_live", "node_command"]
+__all__ = ["NodeProcess", "latency_trend", "run_live", "node_command"]
 
 STOP_GRACE_S = 5.0
 
@@ -413,6 +413,22 @@ def _stamp_of(msg) -> int:
     return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
+def latency_trend(per_frame: list[dict]) -> dict | None:
+    """Does end-to-end latency grow during the run?  p95 of the first and the last quarter of the
+    processed frames (in send order) and the least-squares slope of latency against send time."""
+    pts = sorted((e["send_ns"], e["latency_ms"]) for e in per_frame if e.get("send_ns") is not None)
+    if len(pts) < 8:
+        return None
+    t = (np.array([p[0] for p in pts], dtype=np.float64) - pts[0][0]) / 60e9
+    lat = np.array([p[1] for p in pts], dtype=np.float64)
+    q = len(pts) // 4
+    slope = float(np.polyfit(t, lat, 1)[0]) if t[-1] > 0 else 0.0
+    return {"frames": len(pts), "duration_s": float(t[-1] * 60.0),
+            "first_quarter_p95_ms": float(np.percentile(lat[:q], 95)),
+            "last_quarter_p95_ms": float(np.percentile(lat[-q:], 95)),
+            "slope_ms_per_min": slope}
+
+
 class _Clock:
     """Strictly increasing wall-clock stamps (ns since the epoch, the ROS system clock)."""
 
@@ -448,7 +464,7 @@ def run_live(args) -> dict:
         mapper = LabelMapper(label_map, len(class_names))
         out_dir.mkdir(parents=True, exist_ok=True)
         compressed = bag.image_type.endswith("CompressedImage")
-        total = expected_frames(bag.image_count(), args.every, args.limit)
+        total = expected_frames(bag.image_count(), args.every, args.limit) * max(1, getattr(args, "loop", 1))
         cmd = node_command(model=str(Path(args.model).resolve()), topic=bag.image_topic,
                            compressed=compressed, device=args.device, backend=args.backend,
                            precision=args.precision, threads=args.threads, node_name=args.node_name,
@@ -576,7 +592,7 @@ class _Replay:
         self.latencies_s.append(latency)
         self.latency_positions.append(rec["position"])
         entry = {"position": rec["position"], "index": rec["index"], "stamp_ns": rec["orig_stamp"],
-                 "latency_ms": latency * 1000.0}
+                 "latency_ms": latency * 1000.0, "send_ns": rec["send_ns"]}
         frame = self.inflight.pop(stamp, None)
         if frame is None:
             self.late += 1
@@ -681,14 +697,16 @@ class _Replay:
         position = 0
         t0 = None
         bag0 = None
-        it = self.bag.frames(self.mapper, limit=args.limit, every=args.every)
+        bar = None
         if not args.no_progress:
             from tqdm import tqdm
 
-            it = tqdm(it, total=self.total, desc=f"live x{rate}", unit="frame", dynamic_ncols=True,
-                      leave=False)
+            bar = tqdm(total=self.total, desc=f"live x{rate}", unit="frame", dynamic_ncols=True,
+                       leave=False)
         last_stamp = None
-        for frame in it:
+        for lap_offset_ns, frame in self._laps():
+            if bar is not None:
+                bar.update(1)
             msg = self.ros.make_message(frame)
             if rate == "max":
                 if last_stamp is not None:
@@ -702,7 +720,7 @@ class _Replay:
             else:
                 if t0 is None:
                     t0, bag0 = time.monotonic(), frame.bag_time_ns
-                target = t0 + (frame.bag_time_ns - bag0) / 1e9 / rate
+                target = t0 + (frame.bag_time_ns + lap_offset_ns - bag0) / 1e9 / rate
                 while True:
                     wait = target - time.monotonic()
                     if wait <= 0:
@@ -711,7 +729,7 @@ class _Replay:
                 self._check_node("during the replay")
             stamp = self.clock.now()
             self.sent[stamp] = {"position": position, "index": frame.index, "orig_stamp": frame.stamp_ns,
-                                "bag_time": frame.bag_time_ns}
+                                "bag_time": frame.bag_time_ns, "send_ns": time.time_ns()}
             self.inflight[stamp] = frame
             self.ros.publish(msg, stamp)
             now = time.time_ns()
@@ -720,6 +738,8 @@ class _Replay:
             last_stamp = stamp
             position += 1
             self._drain(0.0)
+        if bar is not None:
+            bar.close()
         if position == 0:
             raise BagError(f"bag {self.bag.path} has no frames on {self.bag.image_topic}")
         # outstanding labels: wait for the last frame (earlier ones resolve with it), or time out
@@ -736,6 +756,28 @@ class _Replay:
         self.diag_final = self.ros.diag_counts()
         self.sent_count = position
 
+    def _laps(self):
+        """(bag-time offset, frame) over ``--loop`` passes through the bag.  Lap k is shifted by k
+        times (the bag's span + one frame period), so the recorded rate holds across the seam."""
+        args = self.args
+        offset = 0
+        for _lap in range(max(1, getattr(args, "loop", 1))):
+            first = last = None
+            n = 0
+            frames = self.bag.frames(self.mapper, limit=args.limit, every=args.every)
+            try:
+                for frame in frames:
+                    first = frame.bag_time_ns if first is None else first
+                    last = frame.bag_time_ns
+                    n += 1
+                    yield offset, frame
+            finally:
+                frames.close()
+            if first is None:
+                return
+            span = last - first
+            offset += span + (span // (n - 1) if n > 1 else 100_000_000)
+
     def summary(self) -> dict:
         sent = self.sent_count
         node_delta = {k: v - self.diag_base.get(k, 0) for k, v in self.diag_final.items()}
@@ -751,6 +793,7 @@ class _Replay:
                        "without_gt": self.processed - self.with_gt, "late": self.late,
                        "unknown_labels": self.unknown, "node_reported": node_delta},
             "latency_ms": latency_stats(self.latencies_s),
+            "latency_trend": latency_trend(self.per_frame),
             "rate": {"achieved_hz": ((self.processed - 1) / span_out
                                      if self.processed > 1 and span_out > 0 else None),
                      "sent_hz": (sent - 1) / span_send if span_send > 0 and sent > 1 else None,

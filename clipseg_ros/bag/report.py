@@ -192,6 +192,18 @@ def markdown(results: dict) -> str:
                  ("rejected", frames.get("rejected")),
                  ("achieved rate (Hz)", _fmt(results.get("rate", {}).get("achieved_hz"))),
                  ("input rate (Hz)", _fmt(results.get("rate", {}).get("sent_hz")))]
+        for st in (live.get("diagnostics_final") or {}).values():
+            v = st.get("values", {})
+            if "inference latency median (ms)" in v:
+                rows.append(("node inference median / p95 (ms)",
+                             f"{v['inference latency median (ms)']} / {v.get('inference latency p95 (ms)')}"))
+                break
+        trend = results.get("latency_trend")
+        if trend:
+            rows += [("end-to-end p95, first / last quarter (ms)",
+                      f"{_fmt(trend['first_quarter_p95_ms'])} / {_fmt(trend['last_quarter_p95_ms'])}"),
+                     ("end-to-end latency slope (ms/min)",
+                      f"{_fmt(trend['slope_ms_per_min'])} over {_fmt(trend['duration_s'], 0)} s")]
     else:
         rows += [("processed", frames.get("processed")),
                  ("achieved rate (Hz)", _fmt(results.get("rate", {}).get("achieved_hz")))]
