@@ -487,8 +487,10 @@ class SegNode(Node):
                 self._publish(self._pub_color, color, "rgb8", header)
                 counts["color_published"] = 1
             if want_overlay:
+                # no labels= mask: the segmenter's argmax never outputs 255 (unlabeled), so the
+                # per-pixel ignore test would be pure overhead (~1 ms at 640x480 on 2 cores)
                 blend = visualize.overlay(rgb, color, cfg.overlay_alpha,
-                                          out=self._buffer("overlay", (h, w, 3)), labels=labels)
+                                          out=self._buffer("overlay", (h, w, 3)))
                 self._publish(self._pub_overlay, blend, "rgb8", header)
                 counts["overlay_published"] = 1
         if want_conf and result.confidence is not None:

@@ -14,6 +14,7 @@ float confidence out, normalisation/upsampling/argmax inside the graph):
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +39,30 @@ class SegmentationResult:
     timings: dict = field(default_factory=dict)   # preprocess / inference / postprocess, seconds
 
 
+def _nvidia_driver_present() -> bool:
+    """Cheap check (no torch import) whether an NVIDIA GPU can exist here: the driver's device
+    nodes (desktop/server) or the Tegra ones (Jetson).  Only Linux is checked; elsewhere, True."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return (os.path.exists("/proc/driver/nvidia") or os.path.exists("/dev/nvidia0")
+            or os.path.exists("/dev/nvhost-ctrl") or os.path.exists("/dev/nvgpu"))
+
+
 def _cuda_available() -> bool:
+    # Importing torch costs ~0.5 GB of RSS and seconds of start-up: skip it where no GPU can be.
+    if "torch" not in sys.modules and not _nvidia_driver_present():
+        return False
     try:
         import torch
     except ImportError:
         return False
     return torch.cuda.is_available()
+
+
+def _torch_installed() -> bool:
+    import importlib.util
+
+    return "torch" in sys.modules or importlib.util.find_spec("torch") is not None
 
 
 def resolve_device(device: str) -> str:
@@ -104,7 +123,7 @@ class _OnnxBackend:
     name = "onnxruntime"
 
     def __init__(self, model: ModelFile, device: str, precision: str, threads: int | None,
-                 trt_cache_dir: str | None):
+                 trt_cache_dir: str | None, spin: bool = False):
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -136,6 +155,11 @@ class _OnnxBackend:
         if threads:
             opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        if not spin:
+            # ORT's idle worker threads otherwise busy-wait for tens of ms after every run(),
+            # taking the cores the node's decode/colorize/publish work (and everything else on a
+            # small robot computer) needs.
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(model.onnx_bytes, sess_options=opts, providers=providers)
         self.providers = self.session.get_providers()
 
@@ -155,7 +179,7 @@ class Segmenter:
 
     def __init__(self, model_path, device: str = "auto", backend: str = "auto",
                  precision: str = "fp32", threads: int | None = None,
-                 trt_cache_dir: str | None = None):
+                 trt_cache_dir: str | None = None, ort_spinning: bool = False):
         self.model_path = Path(model_path)
         self.model = ModelFile(model_path)          # raises ModelFileError with the file's name
         self.meta = self.model.meta
@@ -172,7 +196,8 @@ class Segmenter:
         if backend == "torch":
             self._backend = _TorchBackend(self.model, self.device, precision, threads)
         else:
-            self._backend = _OnnxBackend(self.model, self.device, precision, threads, trt_cache_dir)
+            self._backend = _OnnxBackend(self.model, self.device, precision, threads, trt_cache_dir,
+                                         spin=ort_spinning)
         self.backend = self._backend.name
         self.class_names = list(self.meta.class_names)
         self.palette = np.asarray(self.meta.palette, dtype=np.uint8)
@@ -186,11 +211,7 @@ class Segmenter:
             providers = ort.get_available_providers()
         except ImportError:
             have_ort, providers = False, []
-        have_torch = self.model.has_torch_weights
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            have_torch = False
+        have_torch = self.model.has_torch_weights and _torch_installed()
         if self.device.startswith("cuda"):
             if have_ort and "TensorrtExecutionProvider" in providers:
                 return "onnxruntime"

@@ -249,3 +249,42 @@ def test_mobilenetv2_imagenet_weights_load(shared_data):
     assert torch.equal(net.backbone.x8[0][0].weight, ref.features[0][0].weight)
     with pytest.raises(FileNotFoundError, match="not-there"):
         create_model("mobilenetv2", 3, None, pretrained="/not-there.pth")
+
+
+def test_cpu_onnxruntime_segmenter_does_not_import_torch(tmp_path):
+    """device auto + backend auto on a machine without an NVIDIA driver: ONNX Runtime on CPU,
+    and torch (~0.5 GB RSS, seconds of start-up) is never imported by the node's code path."""
+    import subprocess
+    import sys
+
+    from clipseg_ros.segmenter import _nvidia_driver_present
+
+    if _nvidia_driver_present():
+        pytest.skip("an NVIDIA driver is present: auto may rightly probe CUDA through torch")
+    path = tmp_path / "known.clipseg"
+    save_model_file(path, _known_net(4, 2), ["w", "x", "y", "z"], input_size=[32, 48])
+    code = ("import sys, numpy as np\n"
+            "from clipseg_ros.segmenter import Segmenter\n"
+            f"s = Segmenter({str(path)!r})\n"
+            "assert (s(np.zeros((50, 70, 3), np.uint8)).labels == 2).all()\n"
+            "print(s.backend, s.device, 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["onnxruntime", "cpu", "False"]
+
+
+def test_onnxruntime_spinning_is_off_by_default_and_can_be_enabled(tmp_path):
+    path = tmp_path / "known.clipseg"
+    save_model_file(path, _known_net(4, 2), ["w", "x", "y", "z"], input_size=[32, 48])
+    def spinning_entry(seg):
+        try:
+            return seg._backend.session.get_session_options().get_session_config_entry(
+                "session.intra_op.allow_spinning")
+        except Exception:   # unset: ORT's default, spinning on
+            return None
+
+    off = Segmenter(path, device="cpu", backend="onnxruntime")
+    on = Segmenter(path, device="cpu", backend="onnxruntime", ort_spinning=True)
+    assert spinning_entry(off) == "0" and spinning_entry(on) != "0"
+    for seg in (off, on):
+        assert (seg(np.zeros((50, 70, 3), np.uint8)).labels == 2).all()
