@@ -488,7 +488,8 @@ class SegNode(Node):
                 counts["color_published"] = 1
             if want_overlay:
                 # no labels= mask: the segmenter's argmax never outputs 255 (unlabeled), so the
-                # per-pixel ignore test would be pure overhead (~1 ms at 640x480 on 2 cores)
+                # per-pixel ignore test would be pure overhead (640x480: 2.0 ms with it, 0.14 ms
+                # without, measured on 2 busy cores)
                 blend = visualize.overlay(rgb, color, cfg.overlay_alpha,
                                           out=self._buffer("overlay", (h, w, 3)))
                 self._publish(self._pub_overlay, blend, "rgb8", header)
