@@ -19,8 +19,13 @@ export OMP_NUM_THREADS ?= 2
 
 DEMO_OUT ?= outputs/demo
 SAMPLE_BAG ?= data/sample_bag/camvid_val_sample
+# soak: a 30 Hz 640x480 raw rgb8 camera replayed for 2 minutes (101 CamVid val frames x 36 laps)
+CAMVID_ROOT ?= ../shared/data/camvid
+SOAK_BAG ?= outputs/soak_bag_640x480_30hz
+SOAK_LOOPS ?= 36
+SOAK_OUT ?= outputs/soak
 
-.PHONY: venv test demo bench clean-venv
+.PHONY: venv test demo bench soak clean-venv
 
 venv: $(STAMP)
 
@@ -43,6 +48,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/clipseg-bench $(BENCH_ARGS)
+
+soak: $(STAMP)
+	@test -d $(SOAK_BAG) || $(VENV)/bin/clipseg-bag-eval make-bag $(CAMVID_ROOT) $(SOAK_BAG) --split val \
+	  --resize 640x480 --rate-hz 30 --start-time 1700000000 --no-progress
+	$(VENV)/bin/clipseg-bag-eval live --bag $(SOAK_BAG) --loop $(SOAK_LOOPS) --out $(SOAK_OUT) $(SOAK_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -75,7 +75,7 @@ __all__ = ["MODEL_SPECS", "main", "parse_args", "run_bench"]
 SCHEMA = "clipseg-bench/1"
 DEFAULT_SIZES = "480x360,640x480,1024x512"
 QUICK_SIZES = "256x192"
-QUICK_MODELS = "default,mobilenetv2,lraspp"
+QUICK_MODELS = "default,default-native,mobilenetv2,lraspp"
 DEFAULT_INPUT_HW = (360, 480)          # the default model's input size (height, width)
 TEXT_DIM = 1024                        # CLIP RN50 text width
 REFERENCE_SIZE = "480x360"             # where default / LRASPP is compared
@@ -99,6 +99,8 @@ class ModelSpec:
 
 MODEL_SPECS: dict[str, ModelSpec] = {s.key: s for s in (
     ModelSpec("default", "default", "default"),
+    # as deployed: the file's own input size; the frame is resized to it and the labels back
+    ModelSpec("default-native", "default", "deployed"),
     ModelSpec("stdc1-enh", "stdc1", "enhanced", "stdc1", TEXT_DIM, twin="stdc1-base"),
     ModelSpec("stdc1-base", "stdc1", "baseline", "stdc1", None),
     ModelSpec("stdc2-enh", "stdc2", "enhanced", "stdc2", TEXT_DIM, twin="stdc2-base"),
@@ -111,6 +113,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {s.key: s for s in (
 
 MODEL_ALIASES = {
     "all": list(MODEL_SPECS),
+    "defaults": ["default", "default-native"],
     "stdc1": ["stdc1-enh", "stdc1-base"],
     "stdc2": ["stdc2-enh", "stdc2-base"],
     "stdc": ["stdc1-enh", "stdc1-base", "stdc2-enh", "stdc2-base"],
@@ -376,6 +379,7 @@ class PreparedModel:
     params: int | None = None
     note: str = ""
     error: str | None = None
+    native: bool = False                            # default-native: keeps the file's input size
 
 
 class ModelFactory:
@@ -443,20 +447,27 @@ class ModelFactory:
 
         if spec.tv:
             return self._prepare_tv(spec)
-        if spec.key == "default":
+        if spec.key in ("default", "default-native"):
             base, label = self.default_model_file(), self.default_label
         else:
             base, label = self._export(spec.arch, spec.text_dim), spec.key
         pm = PreparedModel(spec, label)
         mf = ModelFile(base)
         pm.mean, pm.std = mf.meta.mean, mf.meta.std
-        if spec.key == "default":
+        if spec.key in ("default", "default-native"):
             pm.note = "untrained stand-in" if self.stand_in else ""
             if self.want_onnx and mf.onnx_bytes is None:
                 pm.note = (pm.note + "; " if pm.note else "") + "file has no ONNX graph"
-        for wh in sizes:
-            dst = self.workdir / f"{spec.key}-{size_name(wh)}.clipseg"
-            pm.files[size_name(wh)] = with_input_size(base, dst, (wh[1], wh[0]))
+        if spec.key == "default-native":
+            hw = mf.meta.input_size
+            pm.label = f"{label} native {hw[1]}x{hw[0]}" if hw else f"{label} native"
+            pm.native = True
+            for wh in sizes:
+                pm.files[size_name(wh)] = base
+        else:
+            for wh in sizes:
+                dst = self.workdir / f"{spec.key}-{size_name(wh)}.clipseg"
+                pm.files[size_name(wh)] = with_input_size(base, dst, (wh[1], wh[0]))
         if mf.has_torch_weights:
             pm.network = mf.build_network()
             pm.params = int(sum(p.numel() for p in pm.network.parameters()))
@@ -551,6 +562,8 @@ def _raw_runner(pm: PreparedModel, wh, device: str, opts) -> Runner:
 
     if pm.network is None:
         raise Skip("model file has no PyTorch weights")
+    if getattr(pm, "native", False):
+        raise Skip("native input size: the bare forward is the default row's at that size")
     dev = _torch_device(device)
     net = pm.network.to(dev)
     dtype = torch.float16 if opts.precision == "fp16" else torch.float32
@@ -1168,6 +1181,20 @@ def compute_ratios(rows: list[dict], overhead: dict | None, default_spec_label: 
             if size != REFERENCE_SIZE:
                 cmp["note"] = f"{REFERENCE_SIZE} not measured; compared at {size}"
             break
+    # the same for the default model as the node runs it (its own input size)
+    deployed = {"size": REFERENCE_SIZE, "status": "not measured",
+                "note": "needs default-native and lraspp-mbv3 (torch) at a common size"}
+    for size in dict.fromkeys(sizes):
+        lr = ok.get(("lraspp-mbv3", "torch", size))
+        best_rows = [ok[k] for k in ok if k[0] == "default-native" and k[2] == size and k[1] in BACKEND_CHOICES]
+        if lr and best_rows:
+            best = min(best_rows, key=lambda r: r["median_ms"])
+            deployed = {"size": size, "status": "ok", "default": best["label"],
+                        "default_backend": best["backend"], "default_ms": best["median_ms"],
+                        "lraspp_torch_ms": lr["median_ms"], "ratio": round(best["median_ms"] / lr["median_ms"], 4)}
+            if size != REFERENCE_SIZE:
+                deployed["note"] = f"{REFERENCE_SIZE} not measured; compared at {size}"
+            break
     # every row against LRASPP PyTorch at its size (a column in bench.md)
     for r in rows:
         ref = ok.get(("lraspp-mbv3", "torch", r["size"]))
@@ -1175,7 +1202,8 @@ def compute_ratios(rows: list[dict], overhead: dict | None, default_spec_label: 
             r["ratio_vs_lraspp_torch"] = round(r["median_ms"] / ref["median_ms"], 4)
 
     node_pct = overhead.get("percent_of_inference") if overhead else None
-    return {"twins": twins, "default_vs_lraspp": cmp, "node_overhead_percent": node_pct}
+    return {"twins": twins, "default_vs_lraspp": cmp, "deployed_default_vs_lraspp": deployed,
+            "node_overhead_percent": node_pct}
 
 
 def _fmt(v, digits=1):
@@ -1190,7 +1218,7 @@ def format_table(rows: list[dict]) -> str:
     head = ["model", "variant", "backend", "size", "median ms", "p90 ms", "fps", "x twin", "x lraspp", "note"]
     lines = [head]
     for r in rows:
-        lines.append([r["label"] if r["model"] == "default" else r["model"], r["variant"], r["backend"],
+        lines.append([r["label"] if r["model"].startswith("default") else r["model"], r["variant"], r["backend"],
                       r["size"], _fmt(r.get("median_ms")), _fmt(r.get("p90_ms")), _fmt(r.get("fps")),
                       _fmt(r.get("ratio_vs_twin"), 3), _fmt(r.get("ratio_vs_lraspp_torch"), 2),
                       r["status"] if r["status"] != "ok" else (r.get("note") or "")])
@@ -1263,12 +1291,14 @@ def write_markdown(path: Path, result: dict) -> None:
                  f"{_fmt(t['baseline_ms'])} | {t['ratio']:.3f} | {_fmt(t['paired_ratio'], 3)} |")
     c = ratios["default_vs_lraspp"]
     L += ["", f"## Default model vs LRASPP-MobileNetV3 (PyTorch) at {c['size']}", ""]
-    if c["status"] == "ok":
-        L.append(f"{c['default']} on {c['default_backend']}: {c['default_ms']:.1f} ms; LRASPP PyTorch: "
-                 f"{c['lraspp_torch_ms']:.1f} ms; ratio **{c['ratio']:.3f}**"
-                 + (f" ({c['note']})" if c.get("note") else ""))
-    else:
-        L.append(f"not measured ({c.get('note')})")
+    for what, c in (("at the frame size", c), ("as deployed (its own input size, frame resized)",
+                                              ratios.get("deployed_default_vs_lraspp") or {"status": "-"})):
+        if c["status"] == "ok":
+            L.append(f"- {what}: {c['default']} on {c['default_backend']}: {c['default_ms']:.1f} ms; "
+                     f"LRASPP PyTorch: {c['lraspp_torch_ms']:.1f} ms; ratio **{c['ratio']:.3f}**"
+                     + (f" ({c['note']})" if c.get("note") else ""))
+        else:
+            L.append(f"- {what}: not measured ({c.get('note')})")
     ov = result.get("overhead")
     L += ["", "## Node per-frame overhead (besides inference)", ""]
     if ov:
@@ -1322,7 +1352,7 @@ def write_plot(path: Path, rows: list[dict]) -> bool:
     ticks: dict[int, str] = {}
     for r in rows:
         if r["status"] == "ok" and r.get("median_ms"):
-            series.setdefault((r["label"] if r["model"] == "default" else r["model"], r["backend"]), []).append(
+            series.setdefault((r["label"] if r["model"].startswith("default") else r["model"], r["backend"]), []).append(
                 (r["pixels"], r["median_ms"]))
             ticks[r["pixels"]] = r["size"]
     fig, ax = plt.subplots(figsize=(10, 6), dpi=100)
@@ -1556,12 +1586,12 @@ def print_summary(result: dict, out: Path) -> None:
         for t in r["twins"]:
             print(f"  {t['family']:<12} {t['backend']:<12} {t['size']:<9} {t['ratio']:.3f}"
                   + (f"  (paired {t['paired_ratio']:.3f})" if t["paired_ratio"] else ""))
-    c = r["default_vs_lraspp"]
-    if c["status"] == "ok":
-        print(f"\n{c['default']} ({c['default_backend']}) / LRASPP torch at {c['size']}: {c['ratio']:.3f}"
-              + (f" ({c['note']})" if c.get("note") else ""))
-    else:
-        print(f"\ndefault / LRASPP: {c.get('note')}")
+    for c in (r["default_vs_lraspp"], r.get("deployed_default_vs_lraspp") or {"status": "-"}):
+        if c["status"] == "ok":
+            print(f"\n{c['default']} ({c['default_backend']}) / LRASPP torch at {c['size']}: {c['ratio']:.3f}"
+                  + (f" ({c['note']})" if c.get("note") else ""))
+        else:
+            print(f"\ndefault / LRASPP: {c.get('note')}")
     if result.get("overhead"):
         print("\n" + format_overhead(result["overhead"]))
     mem = result["memory"]

@@ -20,7 +20,7 @@ ROW_KEYS = {"model", "label", "family", "variant", "backend", "device", "precisi
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    argv = ["--quick", "--out", str(out), "--sizes", "128x96", "--models", "default,mobilenetv2,lraspp",
+    argv = ["--quick", "--out", str(out), "--sizes", "128x96", "--models", "defaults,mobilenetv2,lraspp",
             "--backends", "torch,onnxruntime", "--warmup", "1", "--iters", "2", "--settle-ms", "0",
             "--overhead-iters", "3", "--no-memory"]
     rc = bench.main(argv)
@@ -40,9 +40,12 @@ def test_quick_run_writes_results(quick_run):
         assert m["versions"][lib]
 
     rows = data["rows"]
-    models = ["default", "mobilenetv2-enh", "mobilenetv2-base", "lraspp-mbv3"]
+    models = ["default", "default-native", "mobilenetv2-enh", "mobilenetv2-base", "lraspp-mbv3"]
     backends = ["torch", "onnxruntime", bench.RAW]
     assert {(r["model"], r["backend"]) for r in rows} == {(mm, b) for mm in models for b in backends}
+    native_raw = [r for r in rows if r["model"] == "default-native" and r["backend"] == bench.RAW]
+    assert native_raw[0]["status"] == "skipped" and "native input size" in native_raw[0]["note"]
+    rows = [r for r in rows if r not in native_raw]
     for r in rows:
         assert r["status"] == "ok", r
         assert ROW_KEYS <= set(r), ROW_KEYS - set(r)
@@ -65,6 +68,13 @@ def test_quick_run_writes_results(quick_run):
     assert all(r["ratio_vs_twin"] > 0 for r in enh)
     cmp = ratios["default_vs_lraspp"]
     assert cmp["status"] == "ok" and cmp["size"] == "128x96" and cmp["ratio"] > 0
+    dep = ratios["deployed_default_vs_lraspp"]
+    assert dep["status"] == "ok" and dep["ratio"] > 0 and "native" in dep["default"]
+    # the native row runs the file's own input size, not the frame's
+    from clipseg_ros.model_file import ModelFile
+
+    hw = ModelFile(bench.PACKAGED_DEFAULT if not dm["stand_in"] else out / "default-stand-in.clipseg").meta.input_size
+    assert f"native {hw[1]}x{hw[0]}" in dep["default"]
 
     ov = data["overhead"]
     assert ov["size"] == "640x480"
