@@ -135,6 +135,7 @@ def report(rows, root: Path, out_dir: Path, class_names) -> Path:
     table = "\n".join(lines) + "\n"
     (out_dir / "results_table.md").write_text(table)
     _plot(data, class_names, out_dir / "per_class_iou.png")
+    _plot_curves(rows, root, out_dir / "val_miou_curves.png")
     print(table)
     return out_dir / "results_table.md"
 
@@ -157,6 +158,65 @@ def _plot(data, class_names, path: Path) -> None:
     ax.set_xticks(x + width * (len(rows) - 1) / 2, class_names, rotation=30, ha="right")
     ax.set_ylabel("val IoU (%)")
     ax.set_title("CamVid val per-class IoU, mean over seeds")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _read_val_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``val.csv`` of a run (iteration, mIoU, pixel accuracy) -> (iterations, mIoU)."""
+    its, mious = [], []
+    for line in path.read_text().splitlines():
+        parts = line.split(",")
+        try:
+            its.append(int(parts[0]))
+            mious.append(float(parts[1]))
+        except (ValueError, IndexError):
+            continue      # header or a partial line
+    return np.array(its), np.array(mious)
+
+
+def _plot_curves(rows, root: Path, path: Path) -> None:
+    """Val mIoU against iteration, one thin line per seed and a thick mean per row."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    drawn = False
+    for i, row in enumerate(rows):
+        color = f"C{i}"
+        curves = []
+        for seed_dir in sorted(run_dir(root, row, 0).parent.glob("seed*")):
+            csv = seed_dir / row.report_stage / "val.csv"
+            if not csv.is_file():
+                continue
+            its, m = _read_val_csv(csv)
+            if its.size == 0:
+                continue
+            if row.report_stage == "stage2":      # continues from stage 1: offset the x axis
+                cfg_iters = None
+                s1_csv = seed_dir / "stage1" / "val.csv"
+                if s1_csv.is_file():
+                    s1 = _read_val_csv(s1_csv)[0]
+                    cfg_iters = int(s1.max()) if s1.size else 0
+                its = its + (cfg_iters or 0)
+            ax.plot(its, m, color=color, alpha=0.35, linewidth=0.8)
+            curves.append((its, m))
+        if curves:
+            n = min(len(c[0]) for c in curves)
+            mean = np.mean([c[1][:n] for c in curves], axis=0)
+            ax.plot(curves[0][0][:n], mean, color=color, linewidth=2.2,
+                    label=f"{row.name} (mean of {len(curves)})")
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return
+    ax.set_xlabel("iteration (stage 2 continues after stage 1)")
+    ax.set_ylabel("CamVid val mIoU (%)")
+    ax.set_title("Validation mIoU during training (thin: seeds, thick: mean)")
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
