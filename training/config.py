@@ -3,7 +3,7 @@
 Every key must exist in :data:`DEFAULTS` (an unknown key is an error naming it, so a typo never
 silently falls back to a default).  A config file may name a ``base`` file (relative to itself)
 whose values it overrides; the shipped configs in ``training/configs`` are named after the run
-they describe, e.g. ``camvid-mobilenetv2-stage1-clip_rn50-360x480.yaml``.
+they describe, e.g. ``camvid-mobilenetv2-stage1-clip_rn50-240x320.yaml``.
 """
 from __future__ import annotations
 
