@@ -1,0 +1,180 @@
+"""Write the model card of a ``.clipseg`` file from what the file and the measurements say.
+
+    python -m clipseg_training.model_card clipseg_ros/models/default.clipseg \\
+        --out clipseg_ros/models/default.md [--bench bench.json] [--live results.json] \\
+        [--results docs/results/results.json]
+
+Everything numeric comes from the file's metadata (val mIoU per class, recipe, provenance) or
+from the JSON that ``clipseg-bench`` / ``clipseg-bag-eval live`` / the experiment report wrote,
+so regenerating the card after replacing the model cannot leave stale numbers behind.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+LICENCE = """\
+- **Training data**: CamVid (Brostow et al., PRL 2009), the SegNet tutorial's 480×360 copy: the
+  train split (367 images) for training and the val split (101) for model selection. Its licence
+  is **CC BY-NC 4.0** (non-commercial research use). These weights are derived from that data, so
+  treat them as non-commercial too.
+- **Backbone initialisation**: torchvision's ImageNet MobileNetV2 weights (BSD-3-Clause code; the
+  ImageNet terms apply to the weights).
+- **Text knowledge**: OpenAI CLIP RN50 text-encoder embeddings of the class names (MIT licence),
+  or, for prompt-learning models trained here, the MiniLM-L6 sentence encoder (Apache-2.0).
+- The package code is Apache-2.0."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _text_source(prov: dict) -> str:
+    enc = (prov.get("info") or {}).get("text_encoder") or {}
+    kind = enc.get("type")
+    if kind == "precomputed":
+        return f"precomputed CLIP class embeddings (`{Path(str(enc.get('path'))).name}`)"
+    if kind == "open_clip":
+        return f"open_clip {enc.get('model_name')} ({enc.get('pretrained')})"
+    if kind == "hf":
+        return f"transformers text encoder ({enc.get('model_dir')})"
+    return "none (baseline)"
+
+
+def _speed_lines(bench: dict) -> list[str]:
+    rows = [r for r in bench.get("rows", []) if r.get("model") == "default-native" and r.get("status") == "ok"]
+    if not rows:
+        return []
+    m = bench.get("machine", {})
+    out = [f"Measured with `clipseg-bench` on {m.get('cpu_model', '?')}, {m.get('threads', '?')} threads "
+           f"({m.get('date', '?')}). The file's own input size is used, as the node runs it: the frame is "
+           "resized to it and the labels back. Batch 1, median (p90) ms:", "",
+           "| frame size | backend | median ms | p90 ms | FPS |", "|---|---|---:|---:|---:|"]
+    for r in sorted(rows, key=lambda r: (r["pixels"], r["backend"])):
+        out.append(f"| {r['size']} | {r['backend']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | {r['fps']:.0f} |")
+    cmp = (bench.get("ratios") or {}).get("deployed_default_vs_lraspp") or {}
+    if cmp.get("status") == "ok":
+        out += ["", f"Against torchvision's LRASPP-MobileNetV3-Large in PyTorch at {cmp['size']}: "
+                    f"{cmp['default_ms']:.1f} ms vs {cmp['lraspp_torch_ms']:.1f} ms (ratio {cmp['ratio']:.2f})."]
+    return out
+
+
+def _live_lines(live: dict) -> list[str]:
+    f, lat, rate = live.get("frames", {}), live.get("latency_ms", {}), live.get("rate", {})
+    if not f:
+        return []
+    bag = live.get("bag", {})
+    trend = live.get("latency_trend") or {}
+    out = [f"Through the real node (`clipseg-bag-eval live`, bag `{Path(str(bag.get('path'))).name}`): "
+           f"{f.get('processed')} of {f.get('sent')} frames processed at {rate.get('achieved_hz') or 0:.1f} Hz "
+           f"(input {rate.get('sent_hz') or 0:.1f} Hz), {f.get('dropped')} dropped; end-to-end latency "
+           f"median {lat.get('median', 0):.1f} ms, p90 {lat.get('p90', 0):.1f} ms."]
+    if trend:
+        out[0] += (f" Over {trend['duration_s']:.0f} s the p95 went from {trend['first_quarter_p95_ms']:.1f} ms "
+                   f"(first quarter) to {trend['last_quarter_p95_ms']:.1f} ms (last quarter).")
+    return out
+
+
+def render(model_path: Path, bench: dict | None = None, live: dict | None = None,
+           results: dict | None = None, command: str | None = None) -> str:
+    from clipseg_ros.model_file import ModelFile
+
+    mf = ModelFile(model_path)
+    meta = mf.meta
+    prov = meta.provenance or {}
+    recipe = prov.get("recipe") or {}
+    data, optim = recipe.get("data", {}), recipe.get("optim", {})
+    stage = prov.get("stage", "?")
+    iters = (recipe.get(stage) or {}).get("iters") if stage in ("stage1", "stage2") else None
+    size_mb = model_path.stat().st_size / 1e6
+    h, w = meta.input_size or (None, None)
+    L = [f"# Model card: `{model_path.name}`", "",
+         f"The model `seg_node` loads when no `model` parameter is given. It segments street scenes into "
+         f"the {len(meta.class_names)} CamVid classes.", "",
+         "| | |", "|---|---|",
+         f"| network | {meta.arch['name']} context-path segmenter, "
+         + (f"with CLIP textual guidance (text width {meta.arch['text_dim']}, baked in: no text encoder "
+            "at run time) |" if meta.arch.get("text_dim") else "without textual guidance (baseline) |"),
+         f"| training | {stage} of the two-stage method; text: {_text_source(prov)} |",
+         f"| input | {w}×{h} RGB (frames of any size are resized to it, labels resized back) |",
+         f"| classes | {', '.join(meta.class_names)} (label 255 = unlabeled) |",
+         f"| file | {size_mb:.1f} MB: fp16 PyTorch weights + ONNX graph + metadata; sha256 `{_sha256(model_path)[:16]}…` |",
+         f"| val mIoU | **{prov.get('val_miou', float('nan')):.1f}** (CamVid val, 101 images, at {w}×{h} upsampled to the 480×360 labels) |",
+         f"| provenance | git {prov.get('git_commit')}, exported {prov.get('exported')}, torch {prov.get('torch')} |",
+         "", "## Data and licence", "", LICENCE, "",
+         "## Recipe", "",
+         f"- ImageNet MobileNetV2 backbone (`{Path(str(recipe.get('model', {}).get('pretrained'))).name}`); "
+         f"{iters or '?'} iterations of {stage}, batch {data.get('batch_size')}, crops {data.get('crop_size')} "
+         f"(h, w) from frames scaled by {data.get('scale_range')}, flip and photometric jitter.",
+         f"- SGD, LR {optim.get('lr')} with poly decay and {optim.get('warmup_iters')}-iteration warm-up, "
+         f"backbone LR ×{optim.get('backbone_lr_mult')}, weight decay {optim.get('weight_decay')}; OHEM "
+         f"cross-entropy, auxiliary heads, STDC detail loss, textual loss with τ = "
+         f"{(recipe.get('loss') or {}).get('tau')}.",
+         f"- Best validation checkpoint at iteration {prov.get('iteration')}."]
+    if command:
+        L += [f"- Reproduce: `{command}`, then `clipseg-export <out>/{stage}/best.pt default.clipseg`."]
+    L += ["", "## Validation IoU per class (CamVid val)", "", "| class | IoU (%) |", "|---|---:|"]
+    for name, iou in zip(meta.class_names, prov.get("val_per_class_iou") or []):
+        L.append(f"| {name} | {100 * iou:.1f} |")
+    L.append(f"| **mean** | **{prov.get('val_miou', float('nan')):.1f}** |")
+    if results:
+        L += ["", "How this compares with its baseline twin and across seeds: [docs/results.md]"
+                  "(../../docs/results.md)."]
+    speed = _speed_lines(bench or {})
+    live_l = _live_lines(live or {})
+    if speed or live_l:
+        L += ["", "## Speed on the development machine", ""] + speed + ([""] if speed and live_l else []) + live_l
+    L += ["", "## Intended use", "",
+          "- Forward-facing street scenes like CamVid's (a car driving in a European city by day, "
+          "camera at about 1.2 m): road, pavement, sky, buildings, vegetation, cars, pedestrians, "
+          "cyclists, poles, signs, fences.",
+          "- A starting point and a demonstration: check it on your own bags with `clipseg-bag-eval` "
+          "before you rely on it, and train your own weights for your robot's camera and classes.",
+          "", "## Limits", "",
+          "- It was trained on 367 images from 4 video sequences, all from one city in daylight, and "
+          "selected on 101 val frames of one of them. Expect lower accuracy at night, in rain, indoors, "
+          "off-road, from other viewpoints and with other cameras.",
+          "- Thin and small classes (pole, sign, pedestrian, bicyclist, fence) are the weakest. Do not "
+          "use it as the only pedestrian detector on a moving robot: it is not a safety component.",
+          f"- It runs at {w}×{h}, so objects much smaller than about 8 pixels at that scale are lost.",
+          "- Non-commercial data licence (see above).", ""]
+    return "\n".join(L)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m clipseg_training.model_card", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", type=Path)
+    p.add_argument("--out", type=Path, help="card to write (default: next to the model, .md)")
+    p.add_argument("--bench", type=Path, help="bench.json of clipseg-bench")
+    p.add_argument("--live", type=Path, help="results.json of clipseg-bag-eval live")
+    p.add_argument("--results", type=Path, help="results.json of the experiment report")
+    p.add_argument("--command", help="the clipseg-train command that produced the checkpoint")
+    a = p.parse_args(argv)
+
+    def load(path):
+        if path is None:
+            return None
+        try:
+            return json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            p.error(f"cannot read {path}: {exc}")
+
+    text = render(a.model, load(a.bench), load(a.live), load(a.results), a.command)
+    out = a.out or a.model.with_suffix(".md")
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
