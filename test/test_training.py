@@ -89,6 +89,13 @@ def test_two_stages_eval_export_and_runtime(tmp_path, camvid_root, shared_data):
     assert metrics["images"] == 101 and metrics["flip"] is True   # the whole val split
     assert (out / "confusion.png").stat().st_size > 1000 and (out / "per_class_iou.png").is_file()
 
+    # the text branch alone (diagnostic): same split, predictions from argmax S
+    out_s = tmp_path / "eval_s"
+    assert eval_main(["--checkpoint", str(run / "stage1" / "best.pt"), "--out", str(out_s), "--workers", "0",
+                      "--head", "score_map"]) == 0
+    ms = json.loads((out_s / "metrics.json").read_text())
+    assert ms["head"] == "score_map" and ms["images"] == 101 and 0 <= ms["metrics"]["miou"] <= 100
+
     # export → the runtime's loader reproduces the checkpoint's predictions
     from clipseg_training.export import export_checkpoint
     from clipseg_training.train import load_checkpoint_network
@@ -242,3 +249,25 @@ def test_bad_label_values_detected_before_training(tmp_path, shared_data):
     assert proc.returncode == 2, out
     assert "f1.png" in out and "7" in out
     assert not (tmp_path / "r" / "baseline" / "last.pt").exists()
+
+
+def test_predict_from_the_score_map_head():
+    """--head score_map predicts from S = cos(T, P f) alone; a baseline has no such head."""
+    from torch.nn import functional as F
+
+    from clipseg_ros.networks import create_model
+    from clipseg_training.evaluate import predict_logits
+
+    torch.manual_seed(0)
+    net = create_model("mobilenetv2", 5, 16).eval()
+    net.text_guidance.set_text_embeddings(torch.randn(5, 16))
+    x = torch.randn(2, 3, 64, 96)
+    got = predict_logits(net, x, head="score_map", out_size=(48, 72))
+    with torch.no_grad():
+        s = net(x)["score_map"]
+    want = F.interpolate(s, size=(48, 72), mode="bilinear", align_corners=False).softmax(1)
+    torch.testing.assert_close(got, want)
+    assert not torch.allclose(got, predict_logits(net, x, out_size=(48, 72)))
+    base = create_model("mobilenetv2", 5, None).eval()
+    with pytest.raises(ValueError, match="no 'score_map' output"):
+        predict_logits(base, x, head="score_map")

@@ -21,9 +21,11 @@ from clipseg_ros.metrics import ConfusionMatrix, format_table, plot_confusion, p
 
 @torch.no_grad()
 def predict_logits(net, images: torch.Tensor, text=None, flip: bool = False,
-                   scales=(1.0,), out_size=None) -> torch.Tensor:
+                   scales=(1.0,), out_size=None, head: str = "logits") -> torch.Tensor:
     """Class probabilities (B,K,H,W) at ``out_size`` (default the input size), averaged over
-    flips and scales."""
+    flips and scales.  ``head="score_map"`` predicts from the textual score map S alone (the
+    cosine similarities to the class embeddings at 1/32 scale): a diagnostic of what the text
+    branch has learned."""
     h, w = out_size if out_size is not None else images.shape[-2:]
     total = None
     for s in scales:
@@ -31,7 +33,10 @@ def predict_logits(net, images: torch.Tensor, text=None, flip: bool = False,
                                                    align_corners=False)
         views = [x, x.flip(-1)] if flip else [x]
         for i, v in enumerate(views):
-            logits = net(v, text)["logits"]
+            out = net(v, text)
+            if head not in out:
+                raise ValueError(f"the network has no {head!r} output (score_map needs a guided model)")
+            logits = out[head]
             if i == 1:
                 logits = logits.flip(-1)
             prob = F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False).softmax(1)
@@ -41,7 +46,7 @@ def predict_logits(net, images: torch.Tensor, text=None, flip: bool = False,
 
 @torch.no_grad()
 def evaluate(net, loader, num_classes: int, device, text=None, flip=False, scales=(1.0,),
-             progress: bool = False, distributed: bool = False) -> ConfusionMatrix:
+             progress: bool = False, distributed: bool = False, head: str = "logits") -> ConfusionMatrix:
     """Accumulate a confusion matrix over ``loader`` (dicts with image, label)."""
     was_training = net.training
     net.eval()
@@ -54,7 +59,7 @@ def evaluate(net, loader, num_classes: int, device, text=None, flip=False, scale
         images = batch["image"].to(device, non_blocking=True)
         labels = batch["label"]
         # images may be resized (data.eval_size); predictions are compared at label resolution
-        pred = predict_logits(net, images, text, flip, scales, out_size=labels.shape[-2:]).argmax(1)
+        pred = predict_logits(net, images, text, flip, scales, out_size=labels.shape[-2:], head=head).argmax(1)
         pred = pred.cpu().numpy()
         cm.update(pred, labels.numpy())
     if distributed and torch.distributed.is_initialized():
@@ -104,6 +109,9 @@ def main(argv=None) -> int:
     parser.add_argument("--split", default=None, help="dataset split (default data.val_split)")
     parser.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
     parser.add_argument("--scales", default="1.0", help="comma-separated scales, e.g. 0.75,1.0,1.25")
+    parser.add_argument("--head", default="logits", choices=("logits", "score_map"),
+                        help="predict from the segmentation head (default) or from the textual score "
+                             "map S alone (diagnostic of the text branch; guided models only)")
     parser.add_argument("--out", default=None, help="output folder (default next to the checkpoint/model)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=1)
@@ -131,12 +139,16 @@ def main(argv=None) -> int:
                                              num_workers=args.workers)
         scales = tuple(float(s) for s in args.scales.split(","))
         t0 = time.time()
-        cm = evaluate(net, loader, len(class_names), device, flip=args.flip, scales=scales, progress=True)
+        if args.head == "score_map" and getattr(net, "text_guidance", None) is None:
+            raise ValueError(f"--head score_map: {args.checkpoint or args.model} has no textual guidance "
+                             "(a baseline model)")
+        cm = evaluate(net, loader, len(class_names), device, flip=args.flip, scales=scales, progress=True,
+                      head=args.head)
         out = Path(args.out) if args.out else Path(args.checkpoint or args.model).with_suffix("").parent / (
-            f"eval_{split}")
+            f"eval_{split}" + ("" if args.head == "logits" else f"_{args.head}"))
         result = write_report(cm, class_names, out, {
             **source, "dataset": d["dataset"], "root": str(d["root"]), "split": split,
-            "images": len(dataset), "flip": args.flip, "scales": list(scales),
+            "images": len(dataset), "flip": args.flip, "scales": list(scales), "head": args.head,
             "seconds": round(time.time() - t0, 1)})
     except (ConfigError, DatasetError, FileNotFoundError, ValueError) as exc:
         print(f"clipseg-eval: error: {exc}", file=sys.stderr)
