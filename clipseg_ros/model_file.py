@@ -277,12 +277,21 @@ def export_onnx_bytes(wrapper, sample_hw, opset: int = 17) -> bytes:
     return buf.getvalue()
 
 
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_zip(path, members: dict[str, bytes]) -> None:
     """Write a zip archive next to ``path`` and rename it into place (no half-written files)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes 0600 files; a model file is meant to be read by other users (a package
+        # install, a robot's service account): give it the mode open() would (0666 & ~umask).
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
             with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
                 for name, data in members.items():

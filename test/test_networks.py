@@ -288,3 +288,15 @@ def test_onnxruntime_spinning_is_off_by_default_and_can_be_enabled(tmp_path):
     assert spinning_entry(off) == "0" and spinning_entry(on) != "0"
     for seg in (off, on):
         assert (seg(np.zeros((50, 70, 3), np.uint8)).labels == 2).all()
+
+
+def test_model_file_is_readable_by_others(tmp_path):
+    """Written atomically through mkstemp, but with open()'s mode (0666 & ~umask), not 0600."""
+    import os
+    import stat
+
+    from clipseg_ros.model_file import current_umask
+
+    path = tmp_path / "m.clipseg"
+    save_model_file(path, _known_net(4, 2), ["w", "x", "y", "z"], input_size=[32, 48])
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~current_umask()

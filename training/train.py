@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from clipseg_ros.model_file import current_umask
+
 from .config import ConfigError, dump_config, load_config
 from .losses import SegmentationCriterion
 from .stages import STAGES, TrainModule, build_stage, param_groups, poly_warmup_factor
@@ -40,6 +42,7 @@ STAGE_CHOICES = ("baseline", "stage1", "stage2", "both")
 def atomic_torch_save(obj, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())     # as open() would, not mkstemp's 0600
     os.close(fd)
     try:
         torch.save(obj, tmp)
