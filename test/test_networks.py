@@ -300,3 +300,38 @@ def test_model_file_is_readable_by_others(tmp_path):
     path = tmp_path / "m.clipseg"
     save_model_file(path, _known_net(4, 2), ["w", "x", "y", "z"], input_size=[32, 48])
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~current_umask()
+
+
+@pytest.mark.parametrize("arch,text_dim", [("mobilenetv2", 1024), ("mobilenetv2", 64), ("stdc1", 512)])
+def test_folded_text_guidance_is_exact_and_cheaper(arch, text_dim):
+    """Inference folds P = QR: S = (T Q)(R f) / ||R f|| equals cos(T, P f), with a C x C conv
+    instead of D x C whenever D > C; otherwise nothing changes."""
+    from clipseg_ros.networks import inference_network
+    from clipseg_ros.networks.text_guidance import FoldedTextGuidance, TextGuidance
+
+    torch.manual_seed(1)
+    net = create_model(arch, 6, text_dim).eval()
+    net.text_guidance.set_text_embeddings(torch.randn(6, text_dim))
+    c = net.text_guidance.in_channels
+    x = torch.randn(2, 3, 96, 128)
+    folded = inference_network(net)
+    with torch.no_grad():
+        ref, got = net(x), folded(x)
+    if text_dim > c:
+        assert folded is not net and isinstance(folded.text_guidance, FoldedTextGuidance)
+        assert isinstance(net.text_guidance, TextGuidance), "the caller's network must not change"
+        assert folded.text_guidance.reduce.weight.shape == (c, c, 1, 1)
+        with pytest.raises(RuntimeError, match="baked in"):
+            folded(x, torch.randn(6, text_dim))
+    else:
+        assert folded is net
+    torch.testing.assert_close(got["score_map"], ref["score_map"], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got["logits"], ref["logits"], atol=1e-4, rtol=1e-4)
+    # the deployed graph uses it, and still reproduces the network's labels
+    wrapper = DeployWrapper(net, [0.0] * 3, [1.0] * 3).eval()
+    img = torch.randint(0, 256, (1, 96, 128, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        labels, _ = wrapper(img)
+        want = F.interpolate(net(img.permute(0, 3, 1, 2).float())["logits"], size=(96, 128),
+                             mode="bilinear", align_corners=False).argmax(1)
+    assert (labels.long() == want).float().mean() > 0.999

@@ -6,7 +6,7 @@ round-trip the architecture through the model file's metadata.
 """
 from __future__ import annotations
 
-from .deploy import DeployWrapper
+from .deploy import DeployWrapper, inference_network
 from .mobilenetv2 import MobileNetV2Backbone
 from .segmentor import ContextPathSegmenter, HeadWidths
 from .stdc import STDCNet, stdc1, stdc2
@@ -86,5 +86,6 @@ def _load_stdc_pretrained(backbone: STDCNet, path) -> None:
 
 __all__ = [
     "ARCHITECTURES", "ContextPathSegmenter", "DeployWrapper", "HeadWidths", "MobileNetV2Backbone",
+    "inference_network",
     "STDCNet", "TextGuidance", "arch_spec", "build_from_spec", "create_model",
 ]

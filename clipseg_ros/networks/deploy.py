@@ -7,15 +7,33 @@ ONNX export alike.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .text_guidance import TextGuidance, fold_text_guidance
+
+
+def inference_network(network: nn.Module) -> nn.Module:
+    """``network`` ready for inference: the textual guidance folded (see ``fold_text_guidance``).
+    Returns a copy when something was folded; the caller's network is never modified."""
+    block = getattr(network, "text_guidance", None)
+    if not isinstance(block, TextGuidance):
+        return network
+    folded = fold_text_guidance(block)
+    if folded is block:
+        return network
+    net = copy.deepcopy(network)
+    net.text_guidance = folded
+    return net
 
 
 class DeployWrapper(nn.Module):
     def __init__(self, network: nn.Module, mean, std):
         super().__init__()
-        self.network = network
+        self.network = inference_network(network)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("inv_std", 1.0 / torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 

@@ -5,6 +5,11 @@ projection when the feature width C differs from the text width D (identity othe
 STDC's C = 1024 and CLIP RN50's D = 1024).  At training time ``T`` is either a fixed buffer
 (stage 1) or produced by the prompt learner (stage 2) and passed in; at export the current ``T``
 is baked into the buffer so no text encoder is needed at inference.
+
+For inference, :func:`fold_text_guidance` rewrites the block exactly: with ``P = Q R`` (reduced
+QR, ``Q`` with orthonormal columns), ``T̂·P f = (T̂ Q)(R f)`` and ``||P f|| = ||R f||``, so the
+D x C projection (D = 1024 for CLIP RN50) becomes a C x C one plus a K x C classifier.  For the
+MobileNetV2 segmenter (C = 320) that is 3.2x fewer multiply-adds in the guidance.
 """
 from __future__ import annotations
 
@@ -41,3 +46,44 @@ class TextGuidance(nn.Module):
         proj = F.normalize(self.proj(feat), dim=1)
         # (B,D,h,w) x (K,D) -> (B,K,h,w): a 1x1 convolution with the normalised text as weights.
         return F.conv2d(proj, text[:, :, None, None].to(proj.dtype))
+
+
+class FoldedTextGuidance(nn.Module):
+    """Inference-only :class:`TextGuidance` with the projection folded into ``R`` and ``T̂ Q``.
+
+    Same output as the unfolded block (up to float rounding); the text is baked in, so passing
+    ``text_embeddings`` is an error.
+    """
+
+    def __init__(self, reduce_weight: torch.Tensor, text_folded: torch.Tensor):
+        super().__init__()
+        c = reduce_weight.shape[0]
+        self.reduce = nn.Conv2d(reduce_weight.shape[1], c, 1, bias=False)
+        with torch.no_grad():
+            self.reduce.weight.copy_(reduce_weight[:, :, None, None])
+        self.register_buffer("text_folded", text_folded[:, :, None, None].clone())
+
+    def forward(self, feat: torch.Tensor, text_embeddings: torch.Tensor | None = None) -> torch.Tensor:
+        if text_embeddings is not None:
+            raise RuntimeError("folded text guidance has its text embeddings baked in")
+        g = self.reduce(feat)
+        num = F.conv2d(g, self.text_folded.to(g.dtype))
+        # F.normalize's eps: max(||g||, 1e-12)
+        return num / torch.linalg.vector_norm(g, dim=1, keepdim=True).clamp_min(1e-12)
+
+
+@torch.no_grad()
+def fold_text_guidance(block: TextGuidance) -> nn.Module:
+    """The cheaper equivalent of ``block`` for inference, or ``block`` itself when folding would
+    not save work (no projection, or a projection that does not widen: D <= C)."""
+    if not isinstance(block, TextGuidance) or not isinstance(block.proj, nn.Conv2d):
+        return block
+    w = block.proj.weight
+    d, c = w.shape[0], w.shape[1]
+    if d <= c:
+        return block
+    p = w.reshape(d, c).double()
+    q, r = torch.linalg.qr(p, mode="reduced")            # (D, C), (C, C)
+    t = F.normalize(block.text_embeddings.double(), dim=-1) @ q     # (K, C)
+    folded = FoldedTextGuidance(r.to(w.dtype), t.to(w.dtype)).to(w.device)
+    return folded.train(block.training)
