@@ -50,7 +50,7 @@ def test_report_aggregates_seeds(root, tmp_path):
     assert "--seed 2" in b["runs"][2]["command"] and "--stage baseline" in b["runs"][2]["command"]
     assert data["stage2-minilm"]["runs"][0]["command"].count("--stage both") == 1
     table = (out / "results_table.md").read_text()
-    assert "| 3 | 61.00 ± 1.00 | 60.00, 61.00, 62.00 | 12 min |" in table
+    assert "| 3 | 61.00 ± 1.00 | 60.00, 61.00, 62.00 | 12 min |" in table   # 700 s, no log pauses
     assert "| stage1-clip_rn50 | " + " | ".join(["50.0"] * 11) + " |" in table
     for png in ("per_class_iou.png", "val_miou_curves.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

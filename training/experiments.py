@@ -81,6 +81,24 @@ def run(rows, seeds, root: Path, extra: list[str]) -> int:
     return 0
 
 
+def active_seconds(log_csv: Path, wall: float) -> float:
+    """Training time without pauses: ``log.csv``'s cumulative ``seconds`` column, with any step
+    between two log lines longer than 4x the median step (a paused or stopped-and-resumed run)
+    counted as a median step.  Falls back to the wall time when there is no usable log."""
+    try:
+        lines = log_csv.read_text().splitlines()
+        col = lines[0].split(",").index("seconds")
+        t = np.array([float(ln.split(",")[col]) for ln in lines[1:] if ln.strip()])
+    except (OSError, ValueError, IndexError):
+        return float(wall)
+    if t.size < 3:
+        return float(wall)
+    steps = np.diff(np.concatenate([[0.0], t]))
+    med = float(np.median(steps))
+    steps = np.where(steps > 4 * med, med, steps)
+    return float(steps.sum() + max(0.0, wall - t[-1]) if wall - t[-1] < 4 * med else steps.sum())
+
+
 def collect(rows, root: Path) -> dict:
     import torch
 
@@ -95,7 +113,9 @@ def collect(rows, root: Path) -> dict:
             best = torch.load(d / "best.pt", map_location="cpu", weights_only=False)
             val = best.get("val") or {}
             runs.append({"seed": seed, "miou": summary["best_miou"], "best_iteration": summary["best_iteration"],
-                         "train_seconds": summary["train_seconds"], "iou": val.get("iou"),
+                         "train_seconds": summary["train_seconds"],
+                         "active_seconds": active_seconds(d / "log.csv", summary["train_seconds"]),
+                         "iou": val.get("iou"),
                          "pixel_accuracy": val.get("pixel_accuracy"),
                          "command": shlex.join(command(row, seed, root, []))})
         mious = np.array([r["miou"] for r in runs], dtype=float)
@@ -113,14 +133,14 @@ def report(rows, root: Path, out_dir: Path, class_names) -> Path:
     data = collect(rows, root)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(data, indent=2))
-    lines = ["| row | seeds | val mIoU (mean ± std) | per-seed | train time / run |", "|---|---|---|---|---|"]
+    lines = ["| row | seeds | val mIoU (mean ± std) | per-seed | train time / run (active) |", "|---|---|---|---|---|"]
     for name, r in data.items():
         if not r["n"]:
             lines.append(f"| {r['label']} | 0 | – | – | – |")
             continue
         std = f" ± {r['miou_std']:.2f}" if r["miou_std"] is not None else ""
         per = ", ".join(f"{x['miou']:.2f}" for x in r["runs"])
-        t = np.mean([x["train_seconds"] for x in r["runs"]]) / 60
+        t = np.mean([x["active_seconds"] for x in r["runs"]]) / 60
         lines.append(f"| {r['label']} | {r['n']} | {r['miou_mean']:.2f}{std} | {per} | {t:.0f} min |")
     lines += ["", "Per-class IoU (mean over seeds):", "",
               "| row | " + " | ".join(class_names) + " |", "|---|" + "---|" * len(class_names)]

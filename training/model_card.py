@@ -83,7 +83,7 @@ def _live_lines(live: dict) -> list[str]:
 
 
 def render(model_path: Path, bench: dict | None = None, live: dict | None = None,
-           results: dict | None = None, command: str | None = None) -> str:
+           results: dict | None = None, command: str | None = None, speed_note: str | None = None) -> str:
     from clipseg_ros.model_file import ModelFile
 
     mf = ModelFile(model_path)
@@ -131,6 +131,8 @@ def render(model_path: Path, bench: dict | None = None, live: dict | None = None
     live_l = _live_lines(live or {})
     if speed or live_l:
         L += ["", "## Speed on the development machine", ""] + speed + ([""] if speed and live_l else []) + live_l
+        if speed_note:
+            L += ["", speed_note]
     L += ["", "## Intended use", "",
           "- Forward-facing street scenes like CamVid's (a car driving in a European city by day, "
           "camera at about 1.2 m): road, pavement, sky, buildings, vegetation, cars, pedestrians, "
@@ -157,6 +159,7 @@ def main(argv=None) -> int:
     p.add_argument("--live", type=Path, help="results.json of clipseg-bag-eval live")
     p.add_argument("--results", type=Path, help="results.json of the experiment report")
     p.add_argument("--command", help="the clipseg-train command that produced the checkpoint")
+    p.add_argument("--speed-note", help="a sentence added under the speed numbers (e.g. which file they were measured on)")
     a = p.parse_args(argv)
 
     def load(path):
@@ -167,7 +170,7 @@ def main(argv=None) -> int:
         except (OSError, ValueError) as exc:
             p.error(f"cannot read {path}: {exc}")
 
-    text = render(a.model, load(a.bench), load(a.live), load(a.results), a.command)
+    text = render(a.model, load(a.bench), load(a.live), load(a.results), a.command, a.speed_note)
     out = a.out or a.model.with_suffix(".md")
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text)
