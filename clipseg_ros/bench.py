@@ -1155,6 +1155,23 @@ def run_node_memory(get_default: Callable[[], Path], opts, out_dir: Path, log) -
 # ratios and reports
 # --------------------------------------------------------------------------------------------
 
+def _vs_lraspp(ok: dict, sizes: list[str], model: str, label: str | None) -> dict:
+    """``model``'s best CPU/GPU backend row over LRASPP PyTorch at the first size where both ran."""
+    for size in sizes:
+        lr = ok.get(("lraspp-mbv3", "torch", size))
+        best_rows = [ok[k] for k in ok if k[0] == model and k[2] == size and k[1] in BACKEND_CHOICES]
+        if lr and best_rows:
+            best = min(best_rows, key=lambda r: r["median_ms"])
+            out = {"size": size, "status": "ok", "default": label or best["label"],
+                   "default_backend": best["backend"], "default_ms": best["median_ms"],
+                   "lraspp_torch_ms": lr["median_ms"], "ratio": round(best["median_ms"] / lr["median_ms"], 4)}
+            if size != REFERENCE_SIZE:
+                out["note"] = f"{REFERENCE_SIZE} not measured; compared at {size}"
+            return out
+    return {"size": REFERENCE_SIZE, "status": "not measured",
+            "note": f"needs {model} and lraspp-mbv3 (torch) at a common size"}
+
+
 def compute_ratios(rows: list[dict], overhead: dict | None, default_spec_label: str) -> dict:
     ok = {(r["model"], r["backend"], r["size"]): r for r in rows if r["status"] == "ok" and r.get("median_ms")}
     twins = []
@@ -1176,36 +1193,12 @@ def compute_ratios(rows: list[dict], overhead: dict | None, default_spec_label: 
                       "overhead_pct": round(100 * (ratio - 1), 2)})
         r["ratio_vs_twin"] = round(ratio, 4)
 
-    # Default model on its best backend (torch / onnxruntime) vs LRASPP PyTorch, at 480x360 when
-    # measured, else at the first size where both ran (noted).
-    sizes = [REFERENCE_SIZE] + [r["size"] for r in rows if r["size"] != REFERENCE_SIZE]
-    cmp = {"size": REFERENCE_SIZE, "status": "not measured",
-           "note": "needs the default model and lraspp-mbv3 (torch) at a common size"}
-    for size in dict.fromkeys(sizes):
-        lr = ok.get(("lraspp-mbv3", "torch", size))
-        best_rows = [ok[k] for k in ok if k[0] == "default" and k[2] == size and k[1] in BACKEND_CHOICES]
-        if lr and best_rows:
-            best = min(best_rows, key=lambda r: r["median_ms"])
-            cmp = {"size": size, "status": "ok", "default": default_spec_label,
-                   "default_backend": best["backend"], "default_ms": best["median_ms"],
-                   "lraspp_torch_ms": lr["median_ms"], "ratio": round(best["median_ms"] / lr["median_ms"], 4)}
-            if size != REFERENCE_SIZE:
-                cmp["note"] = f"{REFERENCE_SIZE} not measured; compared at {size}"
-            break
-    # the same for the default model as the node runs it (its own input size)
-    deployed = {"size": REFERENCE_SIZE, "status": "not measured",
-                "note": "needs default-native and lraspp-mbv3 (torch) at a common size"}
-    for size in dict.fromkeys(sizes):
-        lr = ok.get(("lraspp-mbv3", "torch", size))
-        best_rows = [ok[k] for k in ok if k[0] == "default-native" and k[2] == size and k[1] in BACKEND_CHOICES]
-        if lr and best_rows:
-            best = min(best_rows, key=lambda r: r["median_ms"])
-            deployed = {"size": size, "status": "ok", "default": best["label"],
-                        "default_backend": best["backend"], "default_ms": best["median_ms"],
-                        "lraspp_torch_ms": lr["median_ms"], "ratio": round(best["median_ms"] / lr["median_ms"], 4)}
-            if size != REFERENCE_SIZE:
-                deployed["note"] = f"{REFERENCE_SIZE} not measured; compared at {size}"
-            break
+    # The default model on its best backend (torch / onnxruntime) vs LRASPP PyTorch, at 480x360
+    # when measured, else at the first size where both ran (noted): at the frame size ("default")
+    # and as the node runs it, at its own input size ("default-native").
+    sizes = list(dict.fromkeys([REFERENCE_SIZE] + [r["size"] for r in rows]))
+    cmp = _vs_lraspp(ok, sizes, "default", default_spec_label)
+    deployed = _vs_lraspp(ok, sizes, "default-native", None)
     # every row against LRASPP PyTorch at its size (a column in bench.md)
     for r in rows:
         ref = ok.get(("lraspp-mbv3", "torch", r["size"]))
