@@ -42,9 +42,11 @@ def _text_source(prov: dict) -> str:
     if kind == "precomputed":
         return f"precomputed CLIP class embeddings (`{Path(str(enc.get('path'))).name}`)"
     if kind == "open_clip":
-        return f"open_clip {enc.get('model_name')} ({enc.get('pretrained')})"
+        return (f"open_clip {enc.get('model_name')} ({enc.get('pretrained')})"
+                + ("; learnable prompts (CoOp)" if (prov.get("info") or {}).get("prompt") else ""))
     if kind == "hf":
-        return f"transformers text encoder ({enc.get('model_dir')})"
+        return (f"transformers text encoder ({enc.get('model_dir')}), **not CLIP**"
+                + ("; learnable prompts (CoOp)" if prov.get("prompt") or (prov.get("info") or {}).get("prompt") else ""))
     return "none (baseline)"
 
 
@@ -100,7 +102,7 @@ def render(model_path: Path, bench: dict | None = None, live: dict | None = None
          f"the {len(meta.class_names)} CamVid classes.", "",
          "| | |", "|---|---|",
          f"| network | {meta.arch['name']} context-path segmenter, "
-         + (f"with CLIP textual guidance (text width {meta.arch['text_dim']}, baked in: no text encoder "
+         + (f"with textual guidance (text width {meta.arch['text_dim']}, baked in: no text encoder "
             "at run time) |" if meta.arch.get("text_dim") else "without textual guidance (baseline) |"),
          f"| training | {stage} of the two-stage method; text: {_text_source(prov)} |",
          f"| input | {w}×{h} RGB (frames of any size are resized to it, labels resized back) |",
@@ -111,9 +113,15 @@ def render(model_path: Path, bench: dict | None = None, live: dict | None = None
          "", "## Data and licence", "", LICENCE, "",
          "## Recipe", "",
          f"- ImageNet MobileNetV2 backbone (`{Path(str(recipe.get('model', {}).get('pretrained'))).name}`); "
-         f"{iters or '?'} iterations of {stage}, batch {data.get('batch_size')}, crops {data.get('crop_size')} "
+         + (f"{(recipe.get('stage1') or {}).get('iters', '?')} iterations of stage 1 (fixed class-name "
+            f"embeddings), then {iters or '?'} of stage 2: backbone frozen (weights and BN statistics), "
+            f"learnable prompts ({(recipe.get('prompt') or {}).get('n_ctx')} context tokens, "
+            f"{'class-specific' if (recipe.get('prompt') or {}).get('class_specific') else 'shared'}), "
+            f"LR {(recipe.get('stage2') or {}).get('lr')}"
+            if stage == "stage2" else f"{iters or '?'} iterations of {stage}")
+         + f"; batch {data.get('batch_size')}, crops {data.get('crop_size')} "
          f"(h, w) from frames scaled by {data.get('scale_range')}, flip and photometric jitter.",
-         f"- SGD, LR {optim.get('lr')} with poly decay and {optim.get('warmup_iters')}-iteration warm-up, "
+         f"- SGD, LR {optim.get('lr')}{' (stage 1)' if stage == 'stage2' else ''} with poly decay and {optim.get('warmup_iters')}-iteration warm-up, "
          f"backbone LR ×{optim.get('backbone_lr_mult')}, weight decay {optim.get('weight_decay')}; OHEM "
          f"cross-entropy, auxiliary heads, STDC detail loss, textual loss with τ = "
          f"{(recipe.get('loss') or {}).get('tau')}.",
