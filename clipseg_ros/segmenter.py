@@ -49,7 +49,7 @@ def _nvidia_driver_present() -> bool:
 
 
 def _cuda_available() -> bool:
-    # Importing torch costs ~0.5 GB of RSS and seconds of start-up: skip it where no GPU can be.
+    # Importing torch costs hundreds of MB of RSS and seconds of start-up: skip it where no GPU can be.
     if "torch" not in sys.modules and not _nvidia_driver_present():
         return False
     try:

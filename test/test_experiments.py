@@ -62,3 +62,15 @@ def test_unfinished_rows_are_reported_empty(tmp_path):
     data = json.loads((out / "results.json").read_text())
     assert all(r["n"] == 0 and r["miou_mean"] is None for r in data.values())
     assert "| Baseline (no textual guidance) | 0 | – | – | – |" in (out / "results_table.md").read_text()
+
+
+def test_embedding_similarity_of_a_precomputed_file(tmp_path):
+    """Known geometry: e0 and e1 at cosine 0.6, e2 orthogonal to both."""
+    emb = np.array([[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 2.0]], dtype=np.float32)
+    path = tmp_path / "e.npz"
+    np.savez(path, embeddings=emb, class_names=np.array(["a", "b", "c"]))
+    r = ex.embedding_similarity(path)
+    assert r["classes"] == ["a", "b", "c"] and r["most_similar"] == ["a", "b"]
+    assert r["max"] == pytest.approx(0.6) and r["min"] == pytest.approx(0.0)
+    assert r["mean"] == pytest.approx(0.2)
+    assert ex.main(["embeddings", str(path)]) == 0

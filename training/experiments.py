@@ -2,6 +2,7 @@
 
     python -m clipseg_training.experiments run    [--rows ...] [--seeds 0 1 2] [--root runs/camvid-cpu]
     python -m clipseg_training.experiments report [--root runs/camvid-cpu] [--out docs/results]
+    python -m clipseg_training.experiments embeddings NPZ [NPZ ...]   # class-embedding similarity
 
 ``run`` trains the rows one after another; a finished run is skipped and an interrupted one is
 continued with ``--resume``, so the command can be stopped and restarted at any time.
@@ -96,7 +97,21 @@ def active_seconds(log_csv: Path, wall: float) -> float:
     steps = np.diff(np.concatenate([[0.0], t]))
     med = float(np.median(steps))
     steps = np.where(steps > 4 * med, med, steps)
-    return float(steps.sum() + max(0.0, wall - t[-1]) if wall - t[-1] < 4 * med else steps.sum())
+    tail = wall - t[-1]          # after the last log line: the final validation and save
+    return float(steps.sum() + (tail if 0 <= tail < 4 * med else 0.0))
+
+
+def embedding_similarity(npz_path) -> dict:
+    """How alike a precomputed ``.npz``'s class embeddings are (cosine between different classes)."""
+    data = np.load(npz_path)
+    emb = data["embeddings"].astype(np.float64)
+    names = [str(n) for n in data["class_names"]]
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    cos = emb @ emb.T
+    off = ~np.eye(len(names), dtype=bool)
+    i, j = np.unravel_index(np.argmax(np.where(off, cos, -np.inf)), cos.shape)
+    return {"classes": names, "mean": float(cos[off].mean()), "min": float(cos[off].min()),
+            "max": float(cos[off].max()), "most_similar": [names[i], names[j]]}
 
 
 def collect(rows, root: Path) -> dict:
@@ -246,15 +261,23 @@ def _plot_curves(rows, root: Path, path: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clipseg_training.experiments", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=("run", "report"))
+    parser.add_argument("action", choices=("run", "report", "embeddings"))
     parser.add_argument("--rows", nargs="*", default=[r.name for r in ROWS],
                         choices=[r.name for r in ROWS])
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--root", default="runs/camvid-cpu")
     parser.add_argument("--out", default="docs/results")
-    parser.add_argument("overrides", nargs="*", help="extra config overrides for every run")
+    parser.add_argument("overrides", nargs="*",
+                        help="run: extra config overrides for every run; embeddings: the .npz files")
     args = parser.parse_args(argv)
     rows = [r for r in ROWS if r.name in args.rows]
+    if args.action == "embeddings":
+        for path in args.overrides:
+            r = embedding_similarity(path)
+            print(f"{path}: {len(r['classes'])} classes, cosine between different classes: mean "
+                  f"{r['mean']:.3f}, min {r['min']:.3f}, max {r['max']:.3f} "
+                  f"({r['most_similar'][0]} / {r['most_similar'][1]})")
+        return 0
     if args.action == "run":
         t0 = time.time()
         rc = run(rows, args.seeds, Path(args.root), args.overrides)

@@ -464,7 +464,7 @@ def run_live(args) -> dict:
         mapper = LabelMapper(label_map, len(class_names))
         out_dir.mkdir(parents=True, exist_ok=True)
         compressed = bag.image_type.endswith("CompressedImage")
-        total = expected_frames(bag.image_count(), args.every, args.limit) * max(1, getattr(args, "loop", 1))
+        total = expected_frames(bag.image_count(), args.every, args.limit) * args.loop
         cmd = node_command(model=str(Path(args.model).resolve()), topic=bag.image_topic,
                            compressed=compressed, device=args.device, backend=args.backend,
                            precision=args.precision, threads=args.threads, node_name=args.node_name,
@@ -761,7 +761,7 @@ class _Replay:
         times (the bag's span + one frame period), so the recorded rate holds across the seam."""
         args = self.args
         offset = 0
-        for _lap in range(max(1, getattr(args, "loop", 1))):
+        for _lap in range(args.loop):
             first = last = None
             n = 0
             frames = self.bag.frames(self.mapper, limit=args.limit, every=args.every)
