@@ -74,3 +74,63 @@ def test_embedding_similarity_of_a_precomputed_file(tmp_path):
     assert r["max"] == pytest.approx(0.6) and r["min"] == pytest.approx(0.0)
     assert r["mean"] == pytest.approx(0.2)
     assert ex.main(["embeddings", str(path)]) == 0
+
+
+def test_paired_differences_and_curves(root, tmp_path):
+    out = tmp_path / "report"
+    ex.report(list(ex.ROWS), root, out, CLASSES)
+    data = json.loads((out / "results.json").read_text())
+    table = (out / "results_table.md").read_text()
+    # stage1-clip_rn50 − baseline, seed by seed: +2.0, +2.5, +3.0
+    assert "| stage1-clip_rn50 − baseline | 3 | +2.00, +2.50, +3.00 | +2.50 ± 0.50 |" in table
+    assert "| stage2-minilm − stage1-minilm | 1 | +0.50 | +0.50 |" in table
+    # each run keeps its validation curve; a stage 2 continues after its stage 1 (600 iterations)
+    assert data["baseline"]["runs"][0]["val_curve"][-1] == [600, pytest.approx(60.0)]
+    assert [c[0] for c in data["stage2-minilm"]["runs"][0]["val_curve"]] == [700, 800, 900]
+    # diagnostic rows without runs are left out; the issue's four rows are always listed
+    assert set(data) == set(ex.MAIN_ROWS)
+
+
+def test_carried_runs_fill_in_missing_seeds(root, tmp_path):
+    first = tmp_path / "first"
+    ex.report(list(ex.ROWS), root, first, CLASSES)
+    earlier = json.loads((first / "results.json").read_text())
+    # the runs directory of baseline seed 1 and of stage1-clip_rn50 is gone ...
+    import shutil
+    shutil.rmtree(root / "baseline" / "seed1")
+    shutil.rmtree(root / "stage1-clip_rn50")
+    out = tmp_path / "second"
+    ex.report(list(ex.ROWS), root, out, CLASSES, carry=earlier)
+    data = json.loads((out / "results.json").read_text())
+    b = data["baseline"]
+    assert [r["seed"] for r in b["runs"]] == [0, 1, 2] and b["miou_mean"] == pytest.approx(61.0)
+    assert [bool(r.get("carried")) for r in b["runs"]] == [False, True, False]
+    assert data["stage1-clip_rn50"]["n"] == 3
+    table = (out / "results_table.md").read_text()
+    assert "60.00, 61.00†, 62.00" in table and "† carried over" in table
+    # without carry, the missing runs are missing
+    ex.report(list(ex.ROWS), root, tmp_path / "third", CLASSES)
+    assert json.loads((tmp_path / "third" / "results.json").read_text())["baseline"]["n"] == 2
+    # an unreadable --carry file is named
+    with pytest.raises(SystemExit, match="nope.json"):
+        ex.main(["report", "--root", str(root), "--out", str(tmp_path / "x"), "--carry", str(tmp_path / "nope.json")])
+
+
+def test_control_row_starts_from_the_minilm_stage1(tmp_path):
+    row = next(r for r in ex.ROWS if r.name == "stage2ctl-minilm")
+    cmd = ex.command(row, 2, tmp_path, [])
+    assert "--stage" in cmd and cmd[cmd.index("--stage") + 1] == "stage2"
+    assert "stage2.learn_prompts=false" in cmd
+    assert f"stage2.init={tmp_path / 'minilm' / 'seed2' / 'stage1' / 'best.pt'}" in cmd
+    assert cmd[cmd.index("--out-dir") + 1] == str(tmp_path / "minilm-ctl" / "seed2")
+
+
+def test_embedding_similarity_of_the_bundled_minilm():
+    """``minilm``: the class-name embeddings the MiniLM rows train with (real bundled encoder)."""
+    from clipseg_training.config import load_config
+
+    r = ex.embedding_similarity("minilm")
+    names = load_config(ex.CONFIGS / "camvid-mobilenetv2-stage12-minilm-240x320.yaml")["text"]["prompt_names"]
+    assert r["classes"] == names and len(names) == 11
+    assert -1.0 <= r["min"] <= r["mean"] <= r["max"] <= 1.0
+    assert r["most_similar"][0] != r["most_similar"][1]

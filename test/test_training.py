@@ -121,6 +121,40 @@ def test_two_stages_eval_export_and_runtime(tmp_path, camvid_root, shared_data):
     assert meta["stage"] == "stage2" and meta["dataset"] == "camvid"
 
 
+@pytest.mark.slow
+def test_stage2_control_without_prompts_and_centred_text(tmp_path, camvid_root, shared_data):
+    """The stage-2 control (``stage2.learn_prompts: false``): same frozen backbone, the stage-1 text
+    stays as it was, no prompt contexts; it runs even with precomputed (CLIP) embeddings, where
+    prompt learning is impossible.  ``text.center``: the baked T is the centred class embeddings."""
+    cfg = tiny_config(tmp_path, camvid_root, shared_data, text__type="precomputed",
+                      text__path=str(shared_data / NPZ_RN50), text__prompt_names=None, text__center=True,
+                      stage1__iters=3, stage2__iters=2, stage2__learn_prompts=False, data__limit_train=4)
+    assert train_main([str(cfg), "--stage", "both"]) == 0
+    run = tmp_path / "run"
+    s1 = torch.load(run / "stage1" / "best.pt", weights_only=False)
+    s2 = torch.load(run / "stage2" / "last.pt", weights_only=False)
+    assert s2["iteration"] == 2 and s2["prompt_ctx"] is None
+    b1, b2 = _backbone_state(s1["net"]), _backbone_state(s2["net"])
+    assert all(torch.equal(b1[k], b2[k]) for k in b1), "the control changed the frozen backbone"
+    assert not torch.equal(s1["net"]["head.conv_out.weight"], s2["net"]["head.conv_out.weight"])
+    t1, t2 = s1["net"]["text_guidance.text_embeddings"], s2["net"]["text_guidance.text_embeddings"]
+    assert torch.equal(t1, t2), "the control must keep the stage-1 text"
+    # centred: the rows are the L2-normalised CLIP embeddings minus their mean
+    data = np.load(shared_data / NPZ_RN50)
+    e = torch.nn.functional.normalize(torch.from_numpy(data["embeddings"]).float(), dim=-1)
+    assert torch.allclose(t1, e - e.mean(0, keepdim=True), atol=1e-6)
+    assert t1.sum(0).abs().max() < 1e-5
+    assert s2["config"]["stage2"]["learn_prompts"] is False and s2["config"]["text"]["center"] is True
+
+
+def test_new_switches_must_be_booleans():
+    with pytest.raises(ConfigError, match="text.center"):
+        load_config(None, ["text.center=sometimes"])
+    with pytest.raises(ConfigError, match="stage2.learn_prompts"):
+        load_config(None, ["stage2.learn_prompts=2"])
+    assert load_config(None, ["stage2.learn_prompts=false"])["stage2"]["learn_prompts"] is False
+
+
 def _run_cli(args, env=None, **kw):
     return subprocess.Popen([sys.executable, "-m", "clipseg_training.train", *args], cwd=REPO,
                             env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,

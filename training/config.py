@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
         "model_dir": None,              # hf: local transformers model directory (None = bundled MiniLM)
         "quick_gelu": None,             # open_clip: force QuickGELU (OpenAI weights from a local file)
         "prompt_names": None,           # words to encode per class (default: the dataset's class names)
+        "center": False,                # subtract the mean class embedding (after L2 norm) before use
     },
     "prompt": {
         "n_ctx": 16,                    # learnable context tokens M
@@ -80,6 +81,7 @@ DEFAULTS: dict[str, Any] = {
         "lr": 0.01,
         "ctx_lr": None,                 # None = same as lr
         "freeze_backbone": True,
+        "learn_prompts": True,          # False = control run: same frozen stage 2, fixed text, no prompts
         "init": None,                   # stage-1 checkpoint; None = the best of this run's stage 1
     },
     "run": {
@@ -193,6 +195,11 @@ def validate_config(cfg: dict) -> None:
         raise ConfigError("data.batch_size must be >= 1")
     if cfg["loss"]["tau"] <= 0:
         raise ConfigError("loss.tau must be positive")
+    for key, value in (("text.center", cfg["text"]["center"]),
+                       ("stage2.learn_prompts", cfg["stage2"]["learn_prompts"]),
+                       ("stage2.freeze_backbone", cfg["stage2"]["freeze_backbone"])):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
     for stage in ("stage1", "stage2"):
         if cfg[stage]["iters"] < 0:
             raise ConfigError(f"{stage}.iters must be >= 0")

@@ -1,14 +1,18 @@
 """The CamVid reproduction experiment: every row x every seed, resumable, and its report.
 
     python -m clipseg_training.experiments run    [--rows ...] [--seeds 0 1 2] [--root runs/camvid-cpu]
-    python -m clipseg_training.experiments report [--root runs/camvid-cpu] [--out docs/results]
-    python -m clipseg_training.experiments embeddings NPZ [NPZ ...]   # class-embedding similarity
+    python -m clipseg_training.experiments report [--root runs/camvid-cpu] [--out docs/results] [--carry JSON]
+    python -m clipseg_training.experiments embeddings NPZ|minilm ...  # class-embedding similarity
 
 ``run`` trains the rows one after another; a finished run is skipped and an interrupted one is
 continued with ``--resume``, so the command can be stopped and restarted at any time.
 ``report`` reads each run's ``summary.json`` / ``best.pt`` and writes ``results.json``, a
 Markdown page (mean ± std val mIoU per row, per-class IoU, training time, the exact command of
-every run) and a per-class IoU plot.
+every run, paired per-seed differences) and per-class IoU and validation-curve plots.
+Besides the four rows the issue asks for, two diagnostic rows can be run by name:
+``stage2ctl-minilm`` (stage 2 without prompts: is stage 2's gain the prompts or the extra
+iterations?) and ``stage1-clip_rn50-centered`` (CLIP class embeddings with their common
+direction removed).
 """
 from __future__ import annotations
 
@@ -30,9 +34,16 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 class Row:
     name: str            # row label in the report
     config: str          # config file name in training/configs
-    stage: str           # stage to run (baseline | stage1 | both)
+    stage: str           # stage to run (baseline | stage1 | stage2 | both)
     report_stage: str    # which stage's result the row reports
     label: str           # human description
+    key: str = ""        # run directory under the root (default: the row name)
+    overrides: tuple[str, ...] = ()   # config overrides of this row
+    init_from: str = ""  # stage 2 only: the run directory whose stage-1 best.pt it starts from
+
+    @property
+    def dir_key(self) -> str:
+        return self.key or self.name
 
 
 ROWS = (
@@ -40,22 +51,36 @@ ROWS = (
         "Baseline (no textual guidance)"),
     Row("stage1-clip_rn50", "camvid-mobilenetv2-stage1-clip_rn50-240x320.yaml", "stage1", "stage1",
         "Stage 1, CLIP RN50 class embeddings (precomputed)"),
+    # the two MiniLM rows share one two-stage run
     Row("stage1-minilm", "camvid-mobilenetv2-stage12-minilm-240x320.yaml", "both", "stage1",
-        "Stage 1, MiniLM-L6 class embeddings (bundled encoder; not CLIP)"),
+        "Stage 1, MiniLM-L6 class embeddings (bundled encoder; not CLIP)", key="minilm"),
     Row("stage2-minilm", "camvid-mobilenetv2-stage12-minilm-240x320.yaml", "both", "stage2",
-        "Stage 2, learnable prompts through MiniLM-L6 (not CLIP)"),
+        "Stage 2, learnable prompts through MiniLM-L6 (not CLIP)", key="minilm"),
+    # Diagnostics (not rows the issue asks for): each answers one question about the rows above.
+    Row("stage2ctl-minilm", "camvid-mobilenetv2-stage12-minilm-240x320.yaml", "stage2", "stage2",
+        "Control for stage 2: the same frozen 300 iterations from the same stage-1 model, "
+        "fixed MiniLM text, no prompts", key="minilm-ctl",
+        overrides=("stage2.learn_prompts=false",), init_from="minilm"),
+    Row("stage1-clip_rn50-centered", "camvid-mobilenetv2-stage1-clip_rn50-240x320.yaml", "stage1", "stage1",
+        "Stage 1, CLIP RN50 class embeddings centred (mean class direction removed)",
+        key="clip_rn50-centered", overrides=("text.center=true",)),
 )
+MAIN_ROWS = ("baseline", "stage1-clip_rn50", "stage1-minilm", "stage2-minilm")
 
 
 def run_dir(root: Path, row: Row, seed: int) -> Path:
-    # the two MiniLM rows share one two-stage run
-    key = "minilm" if row.config.startswith("camvid-mobilenetv2-stage12-minilm") else row.name
-    return root / key / f"seed{seed}"
+    return root / row.dir_key / f"seed{seed}"
+
+
+def stage1_dir(root: Path, row: Row, seed: int) -> Path:
+    """Where the stage 1 that a row's stage 2 continues from lives."""
+    return (root / row.init_from / f"seed{seed}" if row.init_from else run_dir(root, row, seed)) / "stage1"
 
 
 def command(row: Row, seed: int, root: Path, extra: list[str]) -> list[str]:
+    init = [f"stage2.init={stage1_dir(root, row, seed) / 'best.pt'}"] if row.init_from else []
     return ["clipseg-train", str(Path("training/configs") / row.config), "--stage", row.stage,
-            "--seed", str(seed), "--out-dir", str(run_dir(root, row, seed)), *extra]
+            "--seed", str(seed), "--out-dir", str(run_dir(root, row, seed)), *row.overrides, *init, *extra]
 
 
 def finished(row: Row, seed: int, root: Path) -> bool:
@@ -101,12 +126,25 @@ def active_seconds(log_csv: Path, wall: float) -> float:
     return float(steps.sum() + (tail if 0 <= tail < 4 * med else 0.0))
 
 
-def embedding_similarity(npz_path) -> dict:
-    """How alike a precomputed ``.npz``'s class embeddings are (cosine between different classes)."""
-    data = np.load(npz_path)
-    emb = data["embeddings"].astype(np.float64)
-    names = [str(n) for n in data["class_names"]]
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+def embedding_similarity(source) -> dict:
+    """How alike a set of class embeddings are (cosine between different classes).
+
+    ``source``: a precomputed ``.npz`` (embeddings + class_names), or ``minilm`` for the bundled
+    MiniLM-L6 encoder on the CamVid prompt names of the MiniLM config (what those rows train with).
+    """
+    if str(source) == "minilm":
+        from .config import load_config
+        from .text_encoders import build_text_encoder
+
+        cfg = load_config(CONFIGS / "camvid-mobilenetv2-stage12-minilm-240x320.yaml")
+        names = list(cfg["text"]["prompt_names"])
+        emb = build_text_encoder({"type": "hf", "model_dir": None}).encode_class_names(names)
+        emb = emb.detach().double().numpy()
+    else:
+        data = np.load(source)
+        emb = data["embeddings"].astype(np.float64)
+        names = [str(n) for n in data["class_names"]]
+    emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     cos = emb @ emb.T
     off = ~np.eye(len(names), dtype=bool)
     i, j = np.unravel_index(np.argmax(np.where(off, cos, -np.inf)), cos.shape)
@@ -114,7 +152,37 @@ def embedding_similarity(npz_path) -> dict:
             "max": float(cos[off].max()), "most_similar": [names[i], names[j]]}
 
 
-def collect(rows, root: Path) -> dict:
+# (row, reference): the paired per-seed differences the report lists
+COMPARISONS = (
+    ("stage1-clip_rn50", "baseline"),
+    ("stage1-minilm", "baseline"),
+    ("stage2-minilm", "stage1-minilm"),
+    ("stage2ctl-minilm", "stage1-minilm"),
+    ("stage2-minilm", "stage2ctl-minilm"),
+    ("stage1-clip_rn50-centered", "baseline"),
+    ("stage1-clip_rn50-centered", "stage1-clip_rn50"),
+)
+
+
+def val_curve(root: Path, row: Row, seed: int) -> list[list[float]] | None:
+    """[[iteration, val mIoU], ...] of one run; a stage 2 continues after its stage 1's last
+    validated iteration."""
+    csv = run_dir(root, row, seed) / row.report_stage / "val.csv"
+    if not csv.is_file():
+        return None
+    its, m = _read_val_csv(csv)
+    if its.size == 0:
+        return None
+    if row.report_stage == "stage2":
+        s1_csv = stage1_dir(root, row, seed) / "val.csv"
+        s1 = _read_val_csv(s1_csv)[0] if s1_csv.is_file() else np.array([])
+        its = its + (int(s1.max()) if s1.size else 0)
+    return [[int(i), float(v)] for i, v in zip(its, m)]
+
+
+def collect(rows, root: Path, carry: dict | None = None) -> dict:
+    """Every finished run of ``rows`` under ``root``; with ``carry`` (an earlier ``results.json``),
+    the runs it records that are not on disk any more are kept, marked ``"carried": true``."""
     import torch
 
     out = {}
@@ -132,7 +200,12 @@ def collect(rows, root: Path) -> dict:
                          "active_seconds": active_seconds(d / "log.csv", summary["train_seconds"]),
                          "iou": val.get("iou"),
                          "pixel_accuracy": val.get("pixel_accuracy"),
+                         "val_curve": val_curve(root, row, seed),
                          "command": shlex.join(command(row, seed, root, []))})
+        for old in ((carry or {}).get(row.name) or {}).get("runs", []):
+            if old["seed"] not in seeds:
+                runs.append({**old, "carried": True})
+        runs.sort(key=lambda r: r["seed"])
         mious = np.array([r["miou"] for r in runs], dtype=float)
         out[row.name] = {
             "label": row.label, "config": row.config, "runs": runs, "n": len(runs),
@@ -144,19 +217,46 @@ def collect(rows, root: Path) -> dict:
     return out
 
 
-def report(rows, root: Path, out_dir: Path, class_names) -> Path:
-    data = collect(rows, root)
+def paired(data: dict, name: str, ref: str) -> dict | None:
+    """Per-seed differences ``name - ref`` over the seeds both rows have."""
+    if not (data.get(name) and data.get(ref)):
+        return None
+    a = {r["seed"]: r["miou"] for r in data[name]["runs"]}
+    b = {r["seed"]: r["miou"] for r in data[ref]["runs"]}
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    d = np.array([a[s] - b[s] for s in seeds])
+    return {"row": name, "reference": ref, "seeds": seeds, "differences": d.tolist(),
+            "mean": float(d.mean()), "std": float(d.std(ddof=1)) if len(d) > 1 else None}
+
+
+def report(rows, root: Path, out_dir: Path, class_names, carry: dict | None = None) -> Path:
+    data = collect(rows, root, carry)
+    data = {k: v for k, v in data.items() if v["n"] or k in MAIN_ROWS}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(data, indent=2))
     lines = ["| row | seeds | val mIoU (mean ± std) | per-seed | train time / run (active) |", "|---|---|---|---|---|"]
+    any_carried = False
     for name, r in data.items():
         if not r["n"]:
             lines.append(f"| {r['label']} | 0 | – | – | – |")
             continue
         std = f" ± {r['miou_std']:.2f}" if r["miou_std"] is not None else ""
-        per = ", ".join(f"{x['miou']:.2f}" for x in r["runs"])
+        per = ", ".join(f"{x['miou']:.2f}" + ("†" if x.get("carried") else "") for x in r["runs"])
+        any_carried |= any(x.get("carried") for x in r["runs"])
         t = np.mean([x["active_seconds"] for x in r["runs"]]) / 60
         lines.append(f"| {r['label']} | {r['n']} | {r['miou_mean']:.2f}{std} | {per} | {t:.0f} min |")
+    if any_carried:
+        lines += ["", "† carried over from the earlier results.json (that run's directory was not kept)."]
+    diffs = [d for d in (paired(data, a, b) for a, b in COMPARISONS) if d]
+    if diffs:
+        lines += ["", "Paired differences (same seed, val mIoU points):", "",
+                  "| row − reference | seeds | per seed | mean ± std |", "|---|---|---|---|"]
+        for d in diffs:
+            std = f" ± {d['std']:.2f}" if d["std"] is not None else ""
+            lines.append(f"| {d['row']} − {d['reference']} | {len(d['seeds'])} | "
+                         + ", ".join(f"{x:+.2f}" for x in d["differences"]) + f" | {d['mean']:+.2f}{std} |")
     lines += ["", "Per-class IoU (mean over seeds):", "",
               "| row | " + " | ".join(class_names) + " |", "|---|" + "---|" * len(class_names)]
     for name, r in data.items():
@@ -170,7 +270,7 @@ def report(rows, root: Path, out_dir: Path, class_names) -> Path:
     table = "\n".join(lines) + "\n"
     (out_dir / "results_table.md").write_text(table)
     _plot(data, class_names, out_dir / "per_class_iou.png")
-    _plot_curves(rows, root, out_dir / "val_miou_curves.png")
+    _plot_curves(data, out_dir / "val_miou_curves.png")
     print(table)
     return out_dir / "results_table.md"
 
@@ -212,38 +312,25 @@ def _read_val_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.array(its), np.array(mious)
 
 
-def _plot_curves(rows, root: Path, path: Path) -> None:
-    """Val mIoU against iteration, one thin line per seed and a thick mean per row."""
+def _plot_curves(data: dict, path: Path) -> None:
+    """Val mIoU against iteration, one thin line per seed and a thick mean per row (runs that
+    carry no curve, e.g. carried over from a report that did not store curves, are left out)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     drawn = False
-    for i, row in enumerate(rows):
+    for i, (name, r) in enumerate(data.items()):
         color = f"C{i}"
-        curves = []
-        for seed_dir in sorted(run_dir(root, row, 0).parent.glob("seed*")):
-            csv = seed_dir / row.report_stage / "val.csv"
-            if not csv.is_file():
-                continue
-            its, m = _read_val_csv(csv)
-            if its.size == 0:
-                continue
-            if row.report_stage == "stage2":      # continues from stage 1: offset the x axis
-                cfg_iters = None
-                s1_csv = seed_dir / "stage1" / "val.csv"
-                if s1_csv.is_file():
-                    s1 = _read_val_csv(s1_csv)[0]
-                    cfg_iters = int(s1.max()) if s1.size else 0
-                its = its + (cfg_iters or 0)
-            ax.plot(its, m, color=color, alpha=0.35, linewidth=0.8)
-            curves.append((its, m))
+        curves = [np.array(x["val_curve"], dtype=float) for x in r["runs"] if x.get("val_curve")]
+        for c in curves:
+            ax.plot(c[:, 0], c[:, 1], color=color, alpha=0.35, linewidth=0.8)
         if curves:
-            n = min(len(c[0]) for c in curves)
-            mean = np.mean([c[1][:n] for c in curves], axis=0)
-            ax.plot(curves[0][0][:n], mean, color=color, linewidth=2.2,
-                    label=f"{row.name} (mean of {len(curves)})")
+            n = min(len(c) for c in curves)
+            mean = np.mean([c[:n, 1] for c in curves], axis=0)
+            ax.plot(curves[0][:n, 0], mean, color=color, linewidth=2.2,
+                    label=f"{name} (mean of {len(curves)})")
             drawn = True
     if not drawn:
         plt.close(fig)
@@ -262,15 +349,20 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clipseg_training.experiments", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=("run", "report", "embeddings"))
-    parser.add_argument("--rows", nargs="*", default=[r.name for r in ROWS],
+    parser.add_argument("--rows", nargs="*", default=None,
+                        help="run: default the four rows of the issue; report: default every row with runs",
                         choices=[r.name for r in ROWS])
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--root", default="runs/camvid-cpu")
     parser.add_argument("--out", default="docs/results")
+    parser.add_argument("--carry", default=None, metavar="RESULTS_JSON",
+                        help="report: keep the runs an earlier results.json records that are no "
+                             "longer on disk (marked as carried over)")
     parser.add_argument("overrides", nargs="*",
-                        help="run: extra config overrides for every run; embeddings: the .npz files")
+                        help="run: extra config overrides for every run; embeddings: .npz files, or minilm")
     args = parser.parse_args(argv)
-    rows = [r for r in ROWS if r.name in args.rows]
+    names = args.rows if args.rows is not None else (MAIN_ROWS if args.action == "run" else [r.name for r in ROWS])
+    rows = [r for r in ROWS if r.name in names]
     if args.action == "embeddings":
         for path in args.overrides:
             r = embedding_similarity(path)
@@ -284,7 +376,13 @@ def main(argv=None) -> int:
         print(f"[experiments] {time.time() - t0:.0f} s")
         return rc
     from clipseg_ros.visualize import CAMVID_CLASSES
-    report(rows, Path(args.root), Path(args.out), list(CAMVID_CLASSES))
+    carry = None
+    if args.carry:
+        try:
+            carry = json.loads(Path(args.carry).read_text())
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"--carry {args.carry}: cannot read an earlier results.json ({exc})")
+    report(rows, Path(args.root), Path(args.out), list(CAMVID_CLASSES), carry)
     return 0
 
 

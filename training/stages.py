@@ -4,7 +4,13 @@
 - ``stage1``: guided segmenter against FIXED text embeddings T (bare class names), backbone LR x0.1.
 - ``stage2``: from the best stage-1 checkpoint; backbone frozen (weights AND batch-norm
   statistics: its BN layers stay in eval mode), text encoder frozen; learnable prompt contexts
-  (no weight decay) and the rest of the network train.
+  (no weight decay) and the rest of the network train.  With ``stage2.learn_prompts: false`` the
+  same frozen stage 2 runs against the fixed stage-1 text: the control that tells the prompts'
+  effect from the effect of the extra iterations.
+
+``text.center`` subtracts the mean of the L2-normalised class embeddings (then the guidance block
+normalises again): class-name embeddings from one encoder share a large common direction (mean
+cosine 0.84 between CamVid's CLIP RN50 classes), which caps the score map's spread between classes.
 """
 from __future__ import annotations
 
@@ -47,15 +53,22 @@ def prompt_names(cfg: dict, class_names: list[str]) -> list[str]:
     return list(names)
 
 
+def center_text(text: torch.Tensor) -> torch.Tensor:
+    """Class embeddings minus their mean direction (rows L2-normalised first)."""
+    t = nn.functional.normalize(text.float(), dim=-1)
+    return t - t.mean(dim=0, keepdim=True)
+
+
 class TrainModule(nn.Module):
     """The network plus (stage 2) the prompt learner, so DDP synchronises both."""
 
     def __init__(self, net: ContextPathSegmenter, prompt: PromptLearner | None = None,
-                 freeze_backbone: bool = False):
+                 freeze_backbone: bool = False, center: bool = False):
         super().__init__()
         self.net = net
         self.prompt = prompt
         self.freeze_backbone = freeze_backbone
+        self.center = center
         if freeze_backbone:
             for p in net.backbone.parameters():
                 p.requires_grad_(False)
@@ -71,7 +84,10 @@ class TrainModule(nn.Module):
         return self
 
     def text_embeddings(self) -> torch.Tensor | None:
-        return self.prompt() if self.prompt is not None else None
+        if self.prompt is None:
+            return None
+        text = self.prompt()
+        return center_text(text) if self.center else text
 
     def forward(self, images: torch.Tensor) -> dict:
         return self.net(images, self.text_embeddings())
@@ -80,7 +96,7 @@ class TrainModule(nn.Module):
     def bake_text(self) -> None:
         """Copy the current prompt-derived T into the network's buffer (for eval/export)."""
         if self.prompt is not None and self.net.text_guidance is not None:
-            self.net.text_guidance.set_text_embeddings(self.prompt().detach().float())
+            self.net.text_guidance.set_text_embeddings(self.text_embeddings().detach().float())
 
 
 def build_stage(stage: str, cfg: dict, class_names: list[str], device="cpu",
@@ -102,7 +118,7 @@ def build_stage(stage: str, cfg: dict, class_names: list[str], device="cpu",
     info["text_encoder"] = describe_encoder(cfg)
     info["prompt_names"] = names
     prompt = None
-    if stage == "stage2":
+    if stage == "stage2" and cfg["stage2"]["learn_prompts"]:
         # Built first: a precomputed encoder raises its clear PromptLearningUnsupported here.
         p = cfg["prompt"]
         prompt = PromptLearner(encoder, names, n_ctx=p["n_ctx"], class_specific=p["class_specific"],
@@ -114,6 +130,11 @@ def build_stage(stage: str, cfg: dict, class_names: list[str], device="cpu",
         text = encoder.encode_class_names(names)
     if text.shape[0] != k:
         raise ValueError(f"text encoder gave {text.shape[0]} embeddings for {k} classes")
+    if cfg["text"]["center"]:
+        if k < 2:
+            raise ValueError("text.center needs at least 2 classes")
+        text = center_text(text)
+        info["text_centered"] = True
     net = create_model(m["name"], k, int(text.shape[1]),
                        pretrained=m["pretrained"] if init_state is None else None,
                        detail_head=m["detail_head"])
@@ -125,7 +146,10 @@ def build_stage(stage: str, cfg: dict, class_names: list[str], device="cpu",
                              f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     if stage == "stage1":
         return TrainModule(net), info
-    return TrainModule(net, prompt, freeze_backbone=cfg["stage2"]["freeze_backbone"]), info
+    if prompt is None:
+        info["prompt"] = None       # the control: fixed stage-1 text
+    return TrainModule(net, prompt, freeze_backbone=cfg["stage2"]["freeze_backbone"],
+                       center=bool(cfg["text"]["center"])), info
 
 
 def describe_encoder(cfg: dict) -> dict:

@@ -336,8 +336,9 @@ class Trainer:
                 with ctx:
                     outputs = model(images)
                     loss, parts = self.criterion(outputs, labels)
-                if not math.isfinite(float(loss.detach())):
-                    raise FloatingPointError(f"loss is {float(loss)} at iteration {self.iteration} "
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(f"loss is {loss_value} at iteration {self.iteration} "
                                              f"({parts}); lower optim.lr or check the data")
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
@@ -348,14 +349,14 @@ class Trainer:
                 lr = self.optimizer.param_groups[-1]["lr"] if self.stage == "stage2" else self.optimizer.param_groups[0]["lr"]
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.2e}", ep=self.epoch, refresh=False)
+                    bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", ep=self.epoch, refresh=False)
                 if writer is not None and (self.iteration % run["log_interval"] == 0 or self.iteration == self.total):
-                    writer.writerow([self.iteration, self.epoch, f"{lr:.6g}", f"{float(loss.detach()):.5f}"] +
+                    writer.writerow([self.iteration, self.epoch, f"{lr:.6g}", f"{loss_value:.5f}"] +
                                     [f"{parts.get(k, float('nan')):.5f}" for k in ("seg", "aux16", "aux32", "detail", "text")] +
                                     [f"{self.train_seconds + time.time() - t_start:.1f}"])
                     fh.flush()
                     if tb is not None:
-                        tb.add_scalar("train/loss", float(loss), self.iteration)
+                        tb.add_scalar("train/loss", loss_value, self.iteration)
                         tb.add_scalar("train/lr", lr, self.iteration)
                 if run["val_interval"] and (self.iteration % run["val_interval"] == 0 or self.iteration == self.total):
                     self._validate_and_keep_best(bar, tb)
