@@ -134,3 +134,16 @@ def test_embedding_similarity_of_the_bundled_minilm():
     assert r["classes"] == names and len(names) == 11
     assert -1.0 <= r["min"] <= r["mean"] <= r["max"] <= 1.0
     assert r["most_similar"][0] != r["most_similar"][1]
+
+
+def test_shuffled_text_column_reads_the_cached_evaluation(root, tmp_path):
+    d = root / "stage1-clip_rn50" / "seed0" / "stage1" / "eval_val_ablate-shuffle"
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps({"metrics": {"miou": 61.75}}))
+    out = tmp_path / "report"
+    ex.report(list(ex.ROWS), root, out, CLASSES)           # no --ablate: nothing is computed
+    data = json.loads((out / "results.json").read_text())
+    runs = data["stage1-clip_rn50"]["runs"]
+    assert runs[0]["miou_text_shuffled"] == pytest.approx(61.75) and runs[1]["miou_text_shuffled"] is None
+    assert all(r["miou_text_shuffled"] is None for r in data["baseline"]["runs"])
+    assert "| stage1-clip_rn50 | 0 | 62.00 | 61.75 | -0.25 |" in (out / "results_table.md").read_text()

@@ -146,6 +146,14 @@ def test_stage2_control_without_prompts_and_centred_text(tmp_path, camvid_root, 
     assert t1.sum(0).abs().max() < 1e-5
     assert s2["config"]["stage2"]["learn_prompts"] is False and s2["config"]["text"]["center"] is True
 
+    # clipseg-eval --ablate-text on the control's checkpoint: a metrics.json in its own folder
+    from clipseg_training.evaluate import main as eval_main
+
+    assert eval_main(["--checkpoint", str(run / "stage2" / "best.pt"), "--workers", "0",
+                      "--ablate-text", "shuffle"]) == 0
+    m = json.loads((run / "stage2" / "eval_val_ablate-shuffle" / "metrics.json").read_text())
+    assert m["ablate_text"] == "shuffle" and m["images"] == 101 and 0 <= m["metrics"]["miou"] <= 100
+
 
 def test_new_switches_must_be_booleans():
     with pytest.raises(ConfigError, match="text.center"):
@@ -305,3 +313,25 @@ def test_predict_from_the_score_map_head():
     base = create_model("mobilenetv2", 5, None).eval()
     with pytest.raises(ValueError, match="no 'score_map' output"):
         predict_logits(base, x, head="score_map")
+
+
+def test_ablated_text_takes_the_class_information_out_of_s():
+    """--ablate-text: shuffle rolls S's channels by one class; mean makes all K channels equal."""
+    from clipseg_ros.networks import create_model
+    from clipseg_training.evaluate import ablated_text
+
+    torch.manual_seed(0)
+    net = create_model("mobilenetv2", 5, 16).eval()
+    net.text_guidance.set_text_embeddings(torch.randn(5, 16))
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        s = net(x)["score_map"]
+        s_shuffled = net(x, ablated_text(net, "shuffle"))["score_map"]
+        s_mean = net(x, ablated_text(net, "mean"))["score_map"]
+        logits, logits_shuffled = net(x)["logits"], net(x, ablated_text(net, "shuffle"))["logits"]
+    torch.testing.assert_close(s_shuffled, s.roll(-1, dims=1))
+    torch.testing.assert_close(s_mean, s_mean[:, :1].expand_as(s_mean))
+    assert not torch.allclose(logits, logits_shuffled)      # S does reach the prediction
+    assert torch.equal(net.text_guidance.text_embeddings.roll(-1, 0), ablated_text(net, "shuffle"))
+    with pytest.raises(ValueError, match="guided training checkpoint"):
+        ablated_text(create_model("mobilenetv2", 5, None), "shuffle")

@@ -70,6 +70,23 @@ def evaluate(net, loader, num_classes: int, device, text=None, flip=False, scale
     return cm
 
 
+def ablated_text(net, how: str) -> torch.Tensor:
+    """Class embeddings that take the class information out of the score map S, to measure how
+    much the final prediction relies on it: ``shuffle`` gives channel k the embedding of class
+    k+1 (S keeps its statistics but names the wrong classes); ``mean`` gives every channel the mean
+    class embedding (all K channels of S become the same map)."""
+    guidance = getattr(net, "text_guidance", None)
+    if guidance is None or not hasattr(guidance, "text_embeddings"):
+        raise ValueError("--ablate-text needs a guided training checkpoint (baselines and exported "
+                         "models with the text folded in have no replaceable class embeddings)")
+    t = guidance.text_embeddings.detach().clone()
+    if how == "shuffle":
+        return t.roll(-1, dims=0)
+    if how == "mean":
+        return F.normalize(t, dim=-1).mean(0, keepdim=True).expand_as(t).clone()
+    raise ValueError(f"--ablate-text {how!r} is not one of shuffle, mean")
+
+
 def write_report(cm: ConfusionMatrix, class_names, out_dir: Path, extra: dict | None = None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     result = cm.compute()
@@ -112,6 +129,9 @@ def main(argv=None) -> int:
     parser.add_argument("--head", default="logits", choices=("logits", "score_map"),
                         help="predict from the segmentation head (default) or from the textual score "
                              "map S alone (diagnostic of the text branch; guided models only)")
+    parser.add_argument("--ablate-text", default=None, choices=("shuffle", "mean"),
+                        help="diagnostic: evaluate with the class embeddings permuted (shuffle) or all "
+                             "replaced by their mean (mean), to measure how much the prediction uses S")
     parser.add_argument("--out", default=None, help="output folder (default next to the checkpoint/model)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=1)
@@ -142,13 +162,20 @@ def main(argv=None) -> int:
         if args.head == "score_map" and getattr(net, "text_guidance", None) is None:
             raise ValueError(f"--head score_map: {args.checkpoint or args.model} has no textual guidance "
                              "(a baseline model)")
-        cm = evaluate(net, loader, len(class_names), device, flip=args.flip, scales=scales, progress=True,
-                      head=args.head)
+        text = None
+        if args.ablate_text:
+            if args.model:
+                raise ValueError(f"--ablate-text works on training checkpoints, not on {args.model}")
+            text = ablated_text(net, args.ablate_text).to(device)
+        cm = evaluate(net, loader, len(class_names), device, text=text, flip=args.flip, scales=scales,
+                      progress=True, head=args.head)
         out = Path(args.out) if args.out else Path(args.checkpoint or args.model).with_suffix("").parent / (
-            f"eval_{split}" + ("" if args.head == "logits" else f"_{args.head}"))
+            f"eval_{split}" + ("" if args.head == "logits" else f"_{args.head}")
+            + (f"_ablate-{args.ablate_text}" if args.ablate_text else ""))
         result = write_report(cm, class_names, out, {
             **source, "dataset": d["dataset"], "root": str(d["root"]), "split": split,
             "images": len(dataset), "flip": args.flip, "scales": list(scales), "head": args.head,
+            "ablate_text": args.ablate_text,
             "seconds": round(time.time() - t0, 1)})
     except (ConfigError, DatasetError, FileNotFoundError, ValueError) as exc:
         print(f"clipseg-eval: error: {exc}", file=sys.stderr)

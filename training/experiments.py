@@ -180,9 +180,26 @@ def val_curve(root: Path, row: Row, seed: int) -> list[list[float]] | None:
     return [[int(i), float(v)] for i, v in zip(its, m)]
 
 
-def collect(rows, root: Path, carry: dict | None = None) -> dict:
+def shuffled_text_miou(stage_dir: Path, compute: bool) -> float | None:
+    """Val mIoU of a guided run's best checkpoint evaluated with its class embeddings shuffled
+    (``clipseg-eval --ablate-text shuffle``; cached in ``eval_val_ablate-shuffle/``): how much the
+    prediction relies on the class information in S.  None for baselines, or when not computed."""
+    metrics = stage_dir / "eval_val_ablate-shuffle" / "metrics.json"
+    if not metrics.is_file():
+        if not compute:
+            return None
+        from .evaluate import main as eval_main
+
+        if eval_main(["--checkpoint", str(stage_dir / "best.pt"), "--ablate-text", "shuffle",
+                      "--workers", "1"]) != 0:
+            return None
+    return float(json.loads(metrics.read_text())["metrics"]["miou"])
+
+
+def collect(rows, root: Path, carry: dict | None = None, ablate: bool = False) -> dict:
     """Every finished run of ``rows`` under ``root``; with ``carry`` (an earlier ``results.json``),
-    the runs it records that are not on disk any more are kept, marked ``"carried": true``."""
+    the runs it records that are not on disk any more are kept, marked ``"carried": true``.
+    ``ablate``: also evaluate every guided run with shuffled class embeddings."""
     import torch
 
     out = {}
@@ -201,6 +218,8 @@ def collect(rows, root: Path, carry: dict | None = None) -> dict:
                          "iou": val.get("iou"),
                          "pixel_accuracy": val.get("pixel_accuracy"),
                          "val_curve": val_curve(root, row, seed),
+                         "miou_text_shuffled": (shuffled_text_miou(d, ablate)
+                                                if row.stage != "baseline" else None),
                          "command": shlex.join(command(row, seed, root, []))})
         for old in ((carry or {}).get(row.name) or {}).get("runs", []):
             if old["seed"] not in seeds:
@@ -231,8 +250,9 @@ def paired(data: dict, name: str, ref: str) -> dict | None:
             "mean": float(d.mean()), "std": float(d.std(ddof=1)) if len(d) > 1 else None}
 
 
-def report(rows, root: Path, out_dir: Path, class_names, carry: dict | None = None) -> Path:
-    data = collect(rows, root, carry)
+def report(rows, root: Path, out_dir: Path, class_names, carry: dict | None = None,
+           ablate: bool = False) -> Path:
+    data = collect(rows, root, carry, ablate)
     data = {k: v for k, v in data.items() if v["n"] or k in MAIN_ROWS}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(data, indent=2))
@@ -257,6 +277,14 @@ def report(rows, root: Path, out_dir: Path, class_names, carry: dict | None = No
             std = f" ± {d['std']:.2f}" if d["std"] is not None else ""
             lines.append(f"| {d['row']} − {d['reference']} | {len(d['seeds'])} | "
                          + ", ".join(f"{x:+.2f}" for x in d["differences"]) + f" | {d['mean']:+.2f}{std} |")
+    ablated = [(name, x) for name, r in data.items() for x in r["runs"] if x.get("miou_text_shuffled") is not None]
+    if ablated:
+        lines += ["", "The same checkpoints with the class embeddings shuffled (`clipseg-eval --ablate-text shuffle`: "
+                  "channel k of S gets class k+1's embedding):", "",
+                  "| row | seed | val mIoU | T shuffled | change |", "|---|---|---|---|---|"]
+        for name, x in ablated:
+            lines.append(f"| {name} | {x['seed']} | {x['miou']:.2f} | {x['miou_text_shuffled']:.2f} | "
+                         f"{x['miou_text_shuffled'] - x['miou']:+.2f} |")
     lines += ["", "Per-class IoU (mean over seeds):", "",
               "| row | " + " | ".join(class_names) + " |", "|---|" + "---|" * len(class_names)]
     for name, r in data.items():
@@ -355,6 +383,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--root", default="runs/camvid-cpu")
     parser.add_argument("--out", default="docs/results")
+    parser.add_argument("--ablate", action="store_true",
+                        help="report: also evaluate each guided run with shuffled class embeddings "
+                             "(cached in the run folder)")
     parser.add_argument("--carry", default=None, metavar="RESULTS_JSON",
                         help="report: keep the runs an earlier results.json records that are no "
                              "longer on disk (marked as carried over)")
@@ -382,7 +413,7 @@ def main(argv=None) -> int:
             carry = json.loads(Path(args.carry).read_text())
         except (OSError, ValueError) as exc:
             raise SystemExit(f"--carry {args.carry}: cannot read an earlier results.json ({exc})")
-    report(rows, Path(args.root), Path(args.out), list(CAMVID_CLASSES), carry)
+    report(rows, Path(args.root), Path(args.out), list(CAMVID_CLASSES), carry, args.ablate)
     return 0
 
 
