@@ -146,4 +146,5 @@ def test_shuffled_text_column_reads_the_cached_evaluation(root, tmp_path):
     runs = data["stage1-clip_rn50"]["runs"]
     assert runs[0]["miou_text_shuffled"] == pytest.approx(61.75) and runs[1]["miou_text_shuffled"] is None
     assert all(r["miou_text_shuffled"] is None for r in data["baseline"]["runs"])
-    assert "| stage1-clip_rn50 | 0 | 62.00 | 61.75 | -0.25 |" in (out / "results_table.md").read_text()
+    assert "| stage1-clip_rn50 | 0 | 62.00 | 61.75 | -0.25 | – |" in (out / "results_table.md").read_text()
+    assert runs[0]["miou_score_map"] is None

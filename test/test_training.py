@@ -153,6 +153,13 @@ def test_stage2_control_without_prompts_and_centred_text(tmp_path, camvid_root, 
                       "--ablate-text", "shuffle"]) == 0
     m = json.loads((run / "stage2" / "eval_val_ablate-shuffle" / "metrics.json").read_text())
     assert m["ablate_text"] == "shuffle" and m["images"] == 101 and 0 <= m["metrics"]["miou"] <= 100
+    # the experiment report reads that cached evaluation, and runs the score-map one when asked
+    from clipseg_training import experiments as ex
+
+    assert ex.diagnostic_miou(run / "stage2", "miou_text_shuffled", False) == pytest.approx(m["metrics"]["miou"])
+    assert ex.diagnostic_miou(run / "stage1", "miou_score_map", False) is None
+    v = ex.diagnostic_miou(run / "stage1", "miou_score_map", True)
+    assert 0 <= v <= 100 and (run / "stage1" / "eval_val_score_map" / "metrics.json").is_file()
 
 
 def test_new_switches_must_be_booleans():

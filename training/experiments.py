@@ -180,18 +180,26 @@ def val_curve(root: Path, row: Row, seed: int) -> list[list[float]] | None:
     return [[int(i), float(v)] for i, v in zip(its, m)]
 
 
-def shuffled_text_miou(stage_dir: Path, compute: bool) -> float | None:
-    """Val mIoU of a guided run's best checkpoint evaluated with its class embeddings shuffled
-    (``clipseg-eval --ablate-text shuffle``; cached in ``eval_val_ablate-shuffle/``): how much the
-    prediction relies on the class information in S.  None for baselines, or when not computed."""
-    metrics = stage_dir / "eval_val_ablate-shuffle" / "metrics.json"
+# diagnostic evaluations of a guided run's best checkpoint, cached by clipseg-eval in the run folder
+DIAGNOSTICS = {
+    # the prediction with S's class information scrambled: how much the head relies on S
+    "miou_text_shuffled": ("eval_val_ablate-shuffle", ["--ablate-text", "shuffle"]),
+    # the score map S alone (argmax over classes, 1/32 scale): what the text branch has learned
+    "miou_score_map": ("eval_val_score_map", ["--head", "score_map"]),
+}
+
+
+def diagnostic_miou(stage_dir: Path, key: str, compute: bool) -> float | None:
+    """Val mIoU of one :data:`DIAGNOSTICS` evaluation of ``stage_dir/best.pt`` (read from
+    clipseg-eval's cached ``metrics.json``; run first when ``compute``), or None."""
+    folder, args = DIAGNOSTICS[key]
+    metrics = stage_dir / folder / "metrics.json"
     if not metrics.is_file():
         if not compute:
             return None
         from .evaluate import main as eval_main
 
-        if eval_main(["--checkpoint", str(stage_dir / "best.pt"), "--ablate-text", "shuffle",
-                      "--workers", "1"]) != 0:
+        if eval_main(["--checkpoint", str(stage_dir / "best.pt"), *args, "--workers", "1"]) != 0:
             return None
     return float(json.loads(metrics.read_text())["metrics"]["miou"])
 
@@ -218,8 +226,8 @@ def collect(rows, root: Path, carry: dict | None = None, ablate: bool = False) -
                          "iou": val.get("iou"),
                          "pixel_accuracy": val.get("pixel_accuracy"),
                          "val_curve": val_curve(root, row, seed),
-                         "miou_text_shuffled": (shuffled_text_miou(d, ablate)
-                                                if row.stage != "baseline" else None),
+                         **{k: diagnostic_miou(d, k, ablate) if row.stage != "baseline" else None
+                            for k in DIAGNOSTICS},
                          "command": shlex.join(command(row, seed, root, []))})
         for old in ((carry or {}).get(row.name) or {}).get("runs", []):
             if old["seed"] not in seeds:
@@ -277,14 +285,20 @@ def report(rows, root: Path, out_dir: Path, class_names, carry: dict | None = No
             std = f" ± {d['std']:.2f}" if d["std"] is not None else ""
             lines.append(f"| {d['row']} − {d['reference']} | {len(d['seeds'])} | "
                          + ", ".join(f"{x:+.2f}" for x in d["differences"]) + f" | {d['mean']:+.2f}{std} |")
-    ablated = [(name, x) for name, r in data.items() for x in r["runs"] if x.get("miou_text_shuffled") is not None]
-    if ablated:
-        lines += ["", "The same checkpoints with the class embeddings shuffled (`clipseg-eval --ablate-text shuffle`: "
-                  "channel k of S gets class k+1's embedding):", "",
-                  "| row | seed | val mIoU | T shuffled | change |", "|---|---|---|---|---|"]
-        for name, x in ablated:
-            lines.append(f"| {name} | {x['seed']} | {x['miou']:.2f} | {x['miou_text_shuffled']:.2f} | "
-                         f"{x['miou_text_shuffled'] - x['miou']:+.2f} |")
+    diag = [(name, x) for name, r in data.items() for x in r["runs"]
+            if any(x.get(k) is not None for k in DIAGNOSTICS)]
+    if diag:
+        def cell(v):
+            return "–" if v is None else f"{v:.2f}"
+        lines += ["", "Diagnostics of the guided runs' best checkpoints: the prediction with the class embeddings "
+                  "shuffled (`clipseg-eval --ablate-text shuffle`: channel k of S gets class k+1's embedding), "
+                  "and the score map S alone (`clipseg-eval --head score_map`):", "",
+                  "| row | seed | val mIoU | T shuffled | change | S alone |", "|---|---|---|---|---|---|"]
+        for name, x in diag:
+            sh = x.get("miou_text_shuffled")
+            change = "–" if sh is None else f"{sh - x['miou']:+.2f}"
+            lines.append(f"| {name} | {x['seed']} | {x['miou']:.2f} | {cell(sh)} | {change} | "
+                         f"{cell(x.get('miou_score_map'))} |")
     lines += ["", "Per-class IoU (mean over seeds):", "",
               "| row | " + " | ".join(class_names) + " |", "|---|" + "---|" * len(class_names)]
     for name, r in data.items():
