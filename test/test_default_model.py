@@ -124,3 +124,16 @@ def test_node_without_model_parameter_uses_the_bundled_model():
             labels = np.asarray(image_to_array(got))
             assert got.header.frame_id == "camera" and labels.shape == rgb.shape[:2]
             np.testing.assert_array_equal(labels, expected(rgb).labels)
+
+
+def test_model_card_is_regenerated_from_the_file(tmp_path):
+    """The card writer reads the real shipped file; measured limits given with --limit are listed."""
+    from clipseg_training.model_card import main as card_main
+
+    out = tmp_path / "card.md"
+    assert card_main([str(DEFAULT_MODEL), "--out", str(out), "--limit", "A measured limit, 1.23 points."]) == 0
+    card = out.read_text()
+    prov = ModelFile(DEFAULT_MODEL).meta.provenance
+    assert f"**{prov['val_miou']:.1f}**" in card
+    limits = card.split("## Limits", 1)[1]
+    assert "- A measured limit, 1.23 points." in limits and "Non-commercial" in limits

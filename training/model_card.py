@@ -85,7 +85,8 @@ def _live_lines(live: dict) -> list[str]:
 
 
 def render(model_path: Path, bench: dict | None = None, live: dict | None = None,
-           results: dict | None = None, command: str | None = None, speed_note: str | None = None) -> str:
+           results: dict | None = None, command: str | None = None, speed_note: str | None = None,
+           limits: list[str] | None = None) -> str:
     from clipseg_ros.model_file import ModelFile
 
     mf = ModelFile(model_path)
@@ -154,7 +155,9 @@ def render(model_path: Path, bench: dict | None = None, live: dict | None = None
           "- Thin and small classes (pole, sign, pedestrian, bicyclist, fence) are the weakest. Do not "
           "use it as the only pedestrian detector on a moving robot: it is not a safety component.",
           f"- It runs at {w}×{h}, so objects much smaller than about 8 pixels at that scale are lost.",
-          "- Non-commercial data licence (see above).", ""]
+          "- Non-commercial data licence (see above)."]
+    L += [f"- {x}" for x in limits or []]
+    L += [""]
     return "\n".join(L)
 
 
@@ -167,6 +170,8 @@ def main(argv=None) -> int:
     p.add_argument("--live", type=Path, help="results.json of clipseg-bag-eval live")
     p.add_argument("--results", type=Path, help="results.json of the experiment report")
     p.add_argument("--command", help="the clipseg-train command that produced the checkpoint")
+    p.add_argument("--limit", action="append", default=[],
+                   help="a measured limit of this model, added under Limits (repeatable)")
     p.add_argument("--speed-note", help="a sentence added under the speed numbers (e.g. which file they were measured on)")
     a = p.parse_args(argv)
 
@@ -178,7 +183,8 @@ def main(argv=None) -> int:
         except (OSError, ValueError) as exc:
             p.error(f"cannot read {path}: {exc}")
 
-    text = render(a.model, load(a.bench), load(a.live), load(a.results), a.command, a.speed_note)
+    text = render(a.model, load(a.bench), load(a.live), load(a.results), a.command, a.speed_note,
+                  a.limit)
     out = a.out or a.model.with_suffix(".md")
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text)
