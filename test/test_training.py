@@ -342,3 +342,12 @@ def test_ablated_text_takes_the_class_information_out_of_s():
     assert torch.equal(net.text_guidance.text_embeddings.roll(-1, 0), ablated_text(net, "shuffle"))
     with pytest.raises(ValueError, match="guided training checkpoint"):
         ablated_text(create_model("mobilenetv2", 5, None), "shuffle")
+
+
+def test_ablate_text_refuses_a_model_file(tmp_path, capsys):
+    from clipseg_training.evaluate import main as eval_main
+
+    with pytest.raises(SystemExit) as exc:
+        eval_main(["--model", str(tmp_path / "m.clipseg"), "--ablate-text", "shuffle"])
+    assert exc.value.code == 2
+    assert "m.clipseg" in capsys.readouterr().err

@@ -143,6 +143,8 @@ def main(argv=None) -> int:
     from .datasets import DatasetError, build_dataset
     from .transforms import eval_preset
 
+    if args.ablate_text and args.model:
+        parser.error(f"--ablate-text works on training checkpoints (--checkpoint), not on the model file {args.model}")
     try:
         device = torch.device(_resolve_device(args.device))
         net, class_names, mean, std, source, ckpt_cfg = _load_network(args, device)
@@ -162,11 +164,7 @@ def main(argv=None) -> int:
         if args.head == "score_map" and getattr(net, "text_guidance", None) is None:
             raise ValueError(f"--head score_map: {args.checkpoint or args.model} has no textual guidance "
                              "(a baseline model)")
-        text = None
-        if args.ablate_text:
-            if args.model:
-                raise ValueError(f"--ablate-text works on training checkpoints, not on {args.model}")
-            text = ablated_text(net, args.ablate_text).to(device)
+        text = ablated_text(net, args.ablate_text).to(device) if args.ablate_text else None
         cm = evaluate(net, loader, len(class_names), device, text=text, flip=args.flip, scales=scales,
                       progress=True, head=args.head)
         out = Path(args.out) if args.out else Path(args.checkpoint or args.model).with_suffix("").parent / (

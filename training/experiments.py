@@ -180,7 +180,8 @@ def val_curve(root: Path, row: Row, seed: int) -> list[list[float]] | None:
     return [[int(i), float(v)] for i, v in zip(its, m)]
 
 
-# diagnostic evaluations of a guided run's best checkpoint, cached by clipseg-eval in the run folder
+# diagnostic evaluations of a guided run's best checkpoint: clipseg-eval output folder (cache, in
+# the run's stage folder) and arguments
 DIAGNOSTICS = {
     # the prediction with S's class information scrambled: how much the head relies on S
     "miou_text_shuffled": ("eval_val_ablate-shuffle", ["--ablate-text", "shuffle"]),
@@ -199,7 +200,8 @@ def diagnostic_miou(stage_dir: Path, key: str, compute: bool) -> float | None:
             return None
         from .evaluate import main as eval_main
 
-        if eval_main(["--checkpoint", str(stage_dir / "best.pt"), *args, "--workers", "1"]) != 0:
+        if eval_main(["--checkpoint", str(stage_dir / "best.pt"), *args, "--workers", "1",
+                      "--out", str(stage_dir / folder)]) != 0:
             return None
     return float(json.loads(metrics.read_text())["metrics"]["miou"])
 
@@ -207,7 +209,7 @@ def diagnostic_miou(stage_dir: Path, key: str, compute: bool) -> float | None:
 def collect(rows, root: Path, carry: dict | None = None, ablate: bool = False) -> dict:
     """Every finished run of ``rows`` under ``root``; with ``carry`` (an earlier ``results.json``),
     the runs it records that are not on disk any more are kept, marked ``"carried": true``.
-    ``ablate``: also evaluate every guided run with shuffled class embeddings."""
+    ``ablate``: also run the :data:`DIAGNOSTICS` evaluations of every guided run that lacks them."""
     import torch
 
     out = {}
@@ -398,8 +400,8 @@ def main(argv=None) -> int:
     parser.add_argument("--root", default="runs/camvid-cpu")
     parser.add_argument("--out", default="docs/results")
     parser.add_argument("--ablate", action="store_true",
-                        help="report: also evaluate each guided run with shuffled class embeddings "
-                             "(cached in the run folder)")
+                        help="report: also evaluate each guided run with shuffled class embeddings and "
+                             "from the score map alone (cached in the run folder)")
     parser.add_argument("--carry", default=None, metavar="RESULTS_JSON",
                         help="report: keep the runs an earlier results.json records that are no "
                              "longer on disk (marked as carried over)")
