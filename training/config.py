@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,9 @@ DEFAULTS: dict[str, Any] = {
         "scale_range": [0.5, 2.0],
         "eval_size": None,              # [h, w] to resize for validation, None = native
         "batch_size": 8,
-        "workers": 2,
+        "workers": 0,                   # loader processes; 0 measured fastest on 2 CPU cores with the cache
+        "cache_mb": 2048,               # decode each split once into RAM (uint8) up to this size; 0 = off
+        "val_batch_size": 4,            # validation batch (images of one size are batched)
         "mean": IMAGENET_MEAN,
         "std": IMAGENET_STD,
         "limit_train": None,            # use only the first N training images (smoke tests)
@@ -89,7 +92,9 @@ DEFAULTS: dict[str, Any] = {
         "out_dir": "runs/default",
         "seed": 0,
         "device": "auto",
-        "amp": True,                    # mixed precision (CUDA only)
+        "precision": "auto",            # auto | fp32 | bf16 | fp16 (see clipseg_training.precision)
+        "channels_last": True,          # model and batches in channels-last memory format
+        "compile": False,               # torch.compile the training module (see docs/training.md, Speed)
         "threads": 0,                   # torch intra-op threads, 0 = default
         "val_interval": 500,
         "ckpt_interval": 500,
@@ -108,6 +113,25 @@ DEFAULTS: dict[str, Any] = {
 
 class ConfigError(ValueError):
     pass
+
+
+def _translate_deprecated(data: dict, where: str) -> dict:
+    """``run.amp`` (CUDA-only mixed precision, until 0.1) became ``run.precision``: true means
+    ``auto``, false ``fp32``.  Kept as an alias with a warning; both at once is an error."""
+    run = data.get("run") if isinstance(data, dict) else None
+    if not isinstance(run, dict) or "amp" not in run:
+        return data
+    data = copy.deepcopy(data)
+    amp = data["run"].pop("amp")
+    if not isinstance(amp, bool):
+        raise ConfigError(f"{where}run.amp must be true or false, got {amp!r} (and it is deprecated: "
+                          f"use run.precision: {' | '.join(('auto', 'fp32', 'bf16', 'fp16'))})")
+    if "precision" in data["run"]:
+        raise ConfigError(f"{where}sets both run.amp (deprecated) and run.precision; keep run.precision only")
+    data["run"]["precision"] = "auto" if amp else "fp32"
+    warnings.warn(f"{where}run.amp is deprecated; read as run.precision: {data['run']['precision']}",
+                  DeprecationWarning, stacklevel=3)
+    return data
 
 
 def _merge(base: dict, override: dict, where: str, strict: bool = True) -> dict:
@@ -166,9 +190,9 @@ def load_config(source: str | os.PathLike | dict | None = None, overrides: list[
     ``section.key=value`` overrides; validated."""
     cfg = copy.deepcopy(DEFAULTS)
     if isinstance(source, dict):
-        cfg = _merge(cfg, source, "")
+        cfg = _merge(cfg, _translate_deprecated(source, ""), "")
     elif source:
-        cfg = _merge(cfg, _read_yaml(Path(source)), "")
+        cfg = _merge(cfg, _translate_deprecated(_read_yaml(Path(source)), f"{source}: "), "")
     for item in overrides or []:
         keys, value = parse_override(item)
         node = {}
@@ -176,6 +200,11 @@ def load_config(source: str | os.PathLike | dict | None = None, overrides: list[
         for k in keys[:-1]:
             cursor = cursor.setdefault(k, {})
         cursor[keys[-1]] = value
+        if keys == ["run", "amp"]:
+            node = _translate_deprecated(node, "override ")
+            cfg["run"].pop("precision", None)
+            cfg = _merge(cfg, node, "", strict=False)
+            continue
         cfg = _merge(cfg, node, "")
     validate_config(cfg)
     return cfg
@@ -193,6 +222,20 @@ def validate_config(cfg: dict) -> None:
             raise ConfigError(f"data.{key} must be [height, width] positive integers, got {v!r}")
     if cfg["data"]["batch_size"] < 1:
         raise ConfigError("data.batch_size must be >= 1")
+    from .precision import PRECISIONS
+
+    if cfg["run"]["precision"] not in PRECISIONS:
+        raise ConfigError(f"run.precision {cfg['run']['precision']!r} is not one of {', '.join(PRECISIONS)}")
+    for key in ("channels_last", "compile"):
+        if not isinstance(cfg["run"][key], bool):
+            raise ConfigError(f"run.{key} must be true or false, got {cfg['run'][key]!r}")
+    for key in ("cache_mb", "workers"):
+        v = cfg["data"][key]
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ConfigError(f"data.{key} must be a non-negative integer, got {v!r}")
+    v = cfg["data"]["val_batch_size"]
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise ConfigError(f"data.val_batch_size must be a positive integer, got {v!r}")
     if cfg["loss"]["tau"] <= 0:
         raise ConfigError("loss.tau must be positive")
     for key, value in (("text.center", cfg["text"]["center"]),

@@ -41,6 +41,15 @@ class TextGuidance(nn.Module):
         self.text_embeddings.copy_(embeddings.to(self.text_embeddings))
 
     def forward(self, feat: torch.Tensor, text_embeddings: torch.Tensor | None = None) -> torch.Tensor:
+        if torch.is_autocast_enabled(feat.device.type):
+            # Mixed-precision training: the projection, both normalisations and the cosine
+            # scores run in fp32 (S / tau is a temperature-scaled logit; bf16's 8-bit mantissa
+            # would quantise cosines to ~0.004, i.e. ~0.06 logit units at tau = 0.07).
+            with torch.autocast(feat.device.type, enabled=False):
+                return self._scores(feat.float(), text_embeddings)
+        return self._scores(feat, text_embeddings)
+
+    def _scores(self, feat: torch.Tensor, text_embeddings: torch.Tensor | None) -> torch.Tensor:
         text = self.text_embeddings if text_embeddings is None else text_embeddings
         text = F.normalize(text, dim=-1)
         proj = F.normalize(self.proj(feat), dim=1)
