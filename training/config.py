@@ -25,6 +25,9 @@ DEFAULTS: dict[str, Any] = {
         "pretrained": None,             # backbone ImageNet weights: local file, or "download"
         "guidance": True,               # False = the baseline twin (no textual guidance)
         "detail_head": True,            # STDC detail head + detail loss
+        "feat32_channels": None,        # MobileNetV2: widen the 1/32 feature to this width inside the
+                                        # backbone (both twins); = text width -> no projection (as STDC)
+        "text_proj": "learned",         # learned | orthonormal (fixed) projection when widths differ
     },
     "text": {
         "type": "precomputed",          # precomputed | open_clip | hf
@@ -49,6 +52,8 @@ DEFAULTS: dict[str, Any] = {
         "val_split": "val",
         "crop_size": [360, 480],        # [h, w] training crop
         "scale_range": [0.5, 2.0],
+        "scale_step": None,             # draw the scale from min, min+step, ... max (mmseg scale_step_size)
+        "cat_max_ratio": None,          # re-draw crops where one class covers more than this (mmseg)
         "eval_size": None,              # [h, w] to resize for validation, None = native
         "batch_size": 8,
         "workers": 0,                   # loader processes; 0 measured fastest on 2 CPU cores with the cache
@@ -77,6 +82,7 @@ DEFAULTS: dict[str, Any] = {
         "power": 0.9,
         "warmup_iters": 100,
         "warmup_ratio": 0.1,
+        "min_lr": 0.0,                  # poly decays to this (mmseg min_lr), as a fraction-free LR value
     },
     "stage1": {"iters": 2000},
     "stage2": {
@@ -84,6 +90,8 @@ DEFAULTS: dict[str, Any] = {
         "lr": 0.01,
         "ctx_lr": None,                 # None = same as lr
         "freeze_backbone": True,
+        "freeze_bn": True,              # frozen backbone's BN statistics too (False: they keep updating,
+                                        # as with the authors' lr_mult 0)
         "learn_prompts": True,          # False = control run: same frozen stage 2, fixed text, no prompts
         "init": None,                   # stage-1 checkpoint; None = the best of this run's stage 1
     },
@@ -238,7 +246,21 @@ def validate_config(cfg: dict) -> None:
         raise ConfigError(f"data.val_batch_size must be a positive integer, got {v!r}")
     if cfg["loss"]["tau"] <= 0:
         raise ConfigError("loss.tau must be positive")
+    if m["text_proj"] not in ("learned", "orthonormal"):
+        raise ConfigError(f"model.text_proj {m['text_proj']!r} is not one of learned, orthonormal")
+    fc = m["feat32_channels"]
+    if fc is not None and (not isinstance(fc, int) or isinstance(fc, bool) or fc < 1):
+        raise ConfigError(f"model.feat32_channels must be a positive integer or null, got {fc!r}")
+    if fc is not None and m["name"] != "mobilenetv2":
+        raise ConfigError(f"model.feat32_channels is a MobileNetV2 option (model.name is {m['name']})")
+    step = cfg["data"]["scale_step"]
+    if step is not None and (not isinstance(step, (int, float)) or step <= 0):
+        raise ConfigError(f"data.scale_step must be a positive number or null, got {step!r}")
+    cmr = cfg["data"]["cat_max_ratio"]
+    if cmr is not None and (not isinstance(cmr, (int, float)) or not 0 < cmr <= 1):
+        raise ConfigError(f"data.cat_max_ratio must be in (0, 1] or null, got {cmr!r}")
     for key, value in (("text.center", cfg["text"]["center"]),
+                       ("stage2.freeze_bn", cfg["stage2"]["freeze_bn"]),
                        ("stage2.learn_prompts", cfg["stage2"]["learn_prompts"]),
                        ("stage2.freeze_backbone", cfg["stage2"]["freeze_backbone"])):
         if not isinstance(value, bool):

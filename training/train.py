@@ -136,7 +136,8 @@ def build_data(cfg: dict, rank: int, world: int, validate: bool):
     train_set = build_dataset(
         d["dataset"], d["root"], d["train_split"],
         train_preset(crop_size=tuple(d["crop_size"]), scale_range=tuple(d["scale_range"]),
-                     mean=d["mean"], std=d["std"]), **common)
+                     mean=d["mean"], std=d["std"], cat_max_ratio=d["cat_max_ratio"],
+                     scale_step=d["scale_step"]), **common)
     val_set = None
     if d["val_split"]:
         val_set = build_dataset(d["dataset"], d["root"], d["val_split"],
@@ -245,8 +246,12 @@ class Trainer:
     def _set_lr(self):
         o = self.cfg["optim"]
         f = poly_warmup_factor(self.iteration, self.total, o["power"], o["warmup_iters"], o["warmup_ratio"])
+        min_lr = float(o["min_lr"])
         for g in self.optimizer.param_groups:
-            g["lr"] = g["initial_lr"] * f
+            # mmseg poly: (lr - min_lr) * (1 - t/T)^p + min_lr, per group
+            base = g["initial_lr"]
+            floor = min(min_lr, base)
+            g["lr"] = (base - floor) * f + floor
 
     # ---- checkpoints
     def _state(self) -> dict:
@@ -255,7 +260,7 @@ class Trainer:
             "format": "clipseg-train-checkpoint", "stage": self.stage, "config": self.cfg,
             "class_names": self.class_names, "iteration": self.iteration, "total": self.total,
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-            "net": _plain_state(self.module.net),
+            "net": _plain_state(self.module.net), "arch": _arch(self.module.net),
             "prompt_ctx": self.module.prompt.ctx.detach().cpu() if self.module.prompt is not None else None,
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
             "rng": rng_state(), "best_miou": self.best_miou, "best_iter": self.best_iter,
@@ -434,7 +439,7 @@ class Trainer:
     def _best_payload(self, result):
         return {"format": "clipseg-train-checkpoint", "stage": self.stage, "config": self.cfg,
                 "class_names": self.class_names, "iteration": self.iteration,
-                "net": _plain_state(self.module.net),
+                "net": _plain_state(self.module.net), "arch": _arch(self.module.net),
                 "prompt_ctx": self.module.prompt.ctx.detach().cpu() if self.module.prompt is not None else None,
                 "val": result, "info": self.info}
 
@@ -458,6 +463,12 @@ class Trainer:
         if self.main:
             (bar.write if bar is not None else print)(msg)
         self._barrier()
+
+
+def _arch(net) -> dict:
+    from clipseg_ros.networks import arch_spec
+
+    return arch_spec(net)
 
 
 def _plain_state(net) -> dict:
@@ -494,12 +505,17 @@ def load_checkpoint_network(path, device="cpu"):
         raise ValueError(f"{path} is not a clipseg training checkpoint")
     cfg = ckpt["config"]
     state = ckpt["net"]
-    text_dim = None
-    if "text_guidance.text_embeddings" in state:
-        text_dim = int(state["text_guidance.text_embeddings"].shape[1])
-    net = create_model(cfg["model"]["name"], len(ckpt["class_names"]), text_dim,
-                       detail_head="detail.conv_out.weight" in state,
-                       aux_heads="aux16.conv_out.weight" in state)
+    if ckpt.get("arch"):
+        from clipseg_ros.networks import build_from_spec
+
+        net = build_from_spec(ckpt["arch"])
+    else:  # checkpoints written before the architecture was stored: read it off the keys
+        text_dim = None
+        if "text_guidance.text_embeddings" in state:
+            text_dim = int(state["text_guidance.text_embeddings"].shape[1])
+        net = create_model(cfg["model"]["name"], len(ckpt["class_names"]), text_dim,
+                           detail_head="detail.conv_out.weight" in state,
+                           aux_heads="aux16.conv_out.weight" in state)
     net.load_state_dict(state)
     return net.to(device).eval(), ckpt
 

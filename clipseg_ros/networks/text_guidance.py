@@ -18,14 +18,38 @@ from torch import nn
 from torch.nn import functional as F
 
 
+TEXT_PROJ_MODES = ("learned", "orthonormal")
+
+
+def orthonormal_weight(rows: int, cols: int, seed: int = 0) -> torch.Tensor:
+    """A fixed ``rows x cols`` matrix with orthonormal columns (rows >= cols) or rows (rows < cols),
+    from the QR decomposition of a seeded Gaussian matrix."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(max(rows, cols), min(rows, cols), generator=g, dtype=torch.float64)
+    q, _ = torch.linalg.qr(a, mode="reduced")            # (max, min), orthonormal columns
+    return (q if rows >= cols else q.T).float().contiguous()
+
+
 class TextGuidance(nn.Module):
-    def __init__(self, in_channels: int, text_dim: int, num_classes: int):
+    """``proj``: ``learned`` (a trainable 1x1 projection C -> D when the widths differ) or
+    ``orthonormal`` (a FIXED random projection with orthonormal columns, not trained: the
+    feature geometry is preserved, ``||P f|| = ||f||``, so the CLIP geometry of T cannot be
+    learned away by the projection).  Identity whenever C == D."""
+
+    def __init__(self, in_channels: int, text_dim: int, num_classes: int, proj: str = "learned"):
         super().__init__()
+        if proj not in TEXT_PROJ_MODES:
+            raise ValueError(f"text projection {proj!r} is not one of {', '.join(TEXT_PROJ_MODES)}")
         self.in_channels = in_channels
         self.text_dim = text_dim
         self.num_classes = num_classes
+        self.proj_mode = proj if in_channels != text_dim else "identity"
         if in_channels != text_dim:
             self.proj: nn.Module = nn.Conv2d(in_channels, text_dim, 1, bias=False)
+            if proj == "orthonormal":
+                with torch.no_grad():
+                    self.proj.weight.copy_(orthonormal_weight(text_dim, in_channels)[:, :, None, None])
+                self.proj.weight.requires_grad_(False)
         else:
             self.proj = nn.Identity()
         self.register_buffer("text_embeddings", torch.zeros(num_classes, text_dim))
