@@ -78,8 +78,15 @@ def run_dir(root: Path, row: Row, seed: int) -> Path:
 
 
 def command(row: Row, seed: int, root: Path, extra: list[str]) -> list[str]:
-    return ["clipseg-train", str(Path("training/configs") / row.config), "--stage", row.stage, "--seed",
+    return ["clipseg-train", str(_config_path(row)), "--stage", row.stage, "--seed",
             str(seed), "--out-dir", str(run_dir(root, row, seed)), *extra]
+
+
+def _config_path(row: Row) -> Path:
+    """``training/configs/<file>`` relative to the working directory when that is the repository
+    root (the command reads as users type it), else the installed package's copy."""
+    rel = Path("training/configs") / row.config
+    return rel if rel.is_file() else Path(__file__).resolve().parent / "configs" / row.config
 
 
 def finished(row: Row, seed: int, root: Path) -> bool:
@@ -176,7 +183,8 @@ def paired(data: dict, name: str, ref: str = REFERENCE) -> dict | None:
            "mean": round(float(d.mean()), 3)}
     if d.size > 1:
         half = t95(d.size - 1) * float(d.std(ddof=1)) / math.sqrt(d.size)
-        out["ci95"] = [round(out["mean"] - half, 3), round(out["mean"] + half, 3)]
+        m = float(d.mean())
+        out["ci95"] = [round(m - half, 3), round(m + half, 3)]
     return out
 
 
