@@ -290,7 +290,8 @@ class SegNode(Node):
                                f"(--ros-args -p model:=/path/to/model.clipseg)")
         try:
             self.segmenter = Segmenter(path, device=cfg.device, backend=cfg.backend,
-                                       precision=cfg.precision, threads=cfg.threads or None)
+                                       precision=cfg.precision, threads=cfg.threads or None,
+                                       log=self.get_logger().info)
         except ModelFileError as exc:
             raise StartupError(f"cannot load the model: {exc}") from None
         except SegmenterConfigError as exc:
@@ -565,6 +566,7 @@ class SegNode(Node):
             ("end-to-end latency median (ms)", ms(e2e[0] if e2e else None)),
             ("end-to-end latency p95 (ms)", ms(e2e[1] if e2e else None)),
             ("backend", self.segmenter.description),
+            ("tensorrt engine", self.segmenter.engine_note or "not used"),
             ("device", self.segmenter.device),
             ("model", self.model_path),
             ("input topic", self.input_topic),
