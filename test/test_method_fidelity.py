@@ -228,3 +228,36 @@ def test_every_paper_value_cites_the_authors_file():
         assert body
         for line in body:
             assert "#" in line, f"{name}: value without a citation: {line!r}"
+
+
+# ----------------------------------------------------------------------------- the LR-ASPP peer
+def test_lraspp_peer_trains_exports_and_runs(tmp_path):
+    from clipseg_training.config import load_config
+    from clipseg_training.losses import SegmentationCriterion
+    from clipseg_training.stages import build_stage
+
+    cfg = load_config(REPO / "training" / "configs" / "camvid-lraspp_mobilenetv2-baseline-360x480.yaml",
+                      ["model.pretrained=null"])
+    module, info = build_stage("baseline", cfg, [f"c{i}" for i in range(11)])
+    net = module.net
+    assert info["model"] == "lraspp_mobilenetv2" and net.text_guidance is None
+    # torchvision's own LR-ASPP head, on our MobileNetV2 backbone
+    from torchvision.models.segmentation.lraspp import LRASPPHead
+    assert isinstance(net.head, LRASPPHead)
+    x = torch.randn(2, 3, 64, 96)
+    labels = torch.randint(0, 11, (2, 64, 96))
+    out = module.train()(x)
+    assert set(out) == {"logits"} and out["logits"].shape == (2, 11, 8, 12)
+    loss, parts = SegmentationCriterion()(out, labels)
+    loss.backward()
+    assert set(parts) == {"seg"} and net.head.high_classifier.weight.grad is not None
+    net.eval()
+    path = tmp_path / "lraspp.clipseg"
+    save_model_file(path, net, [f"c{i}" for i in range(11)], input_size=[64, 96])
+    assert ModelFile(path).meta.arch["name"] == "lraspp_mobilenetv2"
+    img = np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    a = Segmenter(path, device="cpu", backend="torch")(img).labels
+    b = Segmenter(path, device="cpu", backend="onnxruntime")(img).labels
+    assert (a == b).mean() > 0.999
+    with pytest.raises(ValueError, match="takes no text_dim"):
+        create_model("lraspp_mobilenetv2", 11, 64)

@@ -222,8 +222,12 @@ def load_config(source: str | os.PathLike | dict | None = None, overrides: list[
 
 def validate_config(cfg: dict) -> None:
     m = cfg["model"]
-    if m["name"] not in ("stdc1", "stdc2", "mobilenetv2"):
-        raise ConfigError(f"model.name {m['name']!r} is not one of stdc1, stdc2, mobilenetv2")
+    from clipseg_ros.networks import ALL_ARCHITECTURES
+
+    if m["name"] not in ALL_ARCHITECTURES:
+        raise ConfigError(f"model.name {m['name']!r} is not one of {', '.join(ALL_ARCHITECTURES)}")
+    if m["name"] == "lraspp_mobilenetv2" and m["guidance"]:
+        raise ConfigError("model.name lraspp_mobilenetv2 is the unguided peer: set model.guidance: false")
     if cfg["text"]["type"] not in ("precomputed", "open_clip", "hf", "random"):
         raise ConfigError(f"text.type {cfg['text']['type']!r} is not one of precomputed, open_clip, hf, random")
     for key in ("crop_size",):

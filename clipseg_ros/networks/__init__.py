@@ -7,6 +7,7 @@ round-trip the architecture through the model file's metadata.
 from __future__ import annotations
 
 from .deploy import DeployWrapper, inference_network
+from .lraspp import LRASPPSegmenter
 from .mobilenetv2 import MobileNetV2Backbone
 from .segmentor import ContextPathSegmenter, HeadWidths
 from .stdc import STDCNet, load_stdc_pretrained, map_stdc_state_dict, stdc1, stdc2
@@ -17,8 +18,11 @@ _BACKBONES = {
     "stdc2": (stdc2, HeadWidths()),
     "mobilenetv2": (MobileNetV2Backbone, HeadWidths(context=128, fuse=128, head_mid=128, aux_mid=64)),
 }
+# torchvision's LR-ASPP head on the same MobileNetV2: the peer row (no guidance, no extra heads)
+PEER_ARCHITECTURES = ("lraspp_mobilenetv2",)
 
-ARCHITECTURES = tuple(_BACKBONES)
+ARCHITECTURES = tuple(_BACKBONES)          # context-path segmenters (baseline and guided twins)
+ALL_ARCHITECTURES = ARCHITECTURES + PEER_ARCHITECTURES
 _STDC_LAYERS = {"stdc1": (2, 2, 2), "stdc2": (4, 5, 3)}
 
 
@@ -34,13 +38,15 @@ def create_model(name: str, num_classes: int, text_dim: int | None = None, pretr
     projection an identity, as in STDC.  ``text_proj``: ``learned`` or ``orthonormal`` (fixed).
     """
     key = name.lower()
-    if key not in _BACKBONES:
-        raise ValueError(f"unknown network {name!r}; choose one of {', '.join(ARCHITECTURES)}")
+    if key not in ALL_ARCHITECTURES:
+        raise ValueError(f"unknown network {name!r}; choose one of {', '.join(ALL_ARCHITECTURES)}")
     if num_classes < 1 or num_classes > 255:
         raise ValueError(f"num_classes must be in 1..255 (labels are mono8, 255 = unlabeled), got {num_classes}")
     if text_dim is not None and text_dim < 1:
         raise ValueError(f"text_dim must be positive or None, got {text_dim}")
-    factory, widths = _BACKBONES[key]
+    factory, widths = _BACKBONES["mobilenetv2" if key == "lraspp_mobilenetv2" else key]
+    if key == "lraspp_mobilenetv2" and text_dim is not None:
+        raise ValueError("lraspp_mobilenetv2 is the unguided peer network; it takes no text_dim")
     if feat32_channels is not None:
         if key != "mobilenetv2":
             raise ValueError(f"feat32_channels is a MobileNetV2 option; {name}'s 1/32 feature is fixed")
@@ -50,10 +56,14 @@ def create_model(name: str, num_classes: int, text_dim: int | None = None, pretr
     else:
         backbone = factory()
     if pretrained:
-        if key == "mobilenetv2":
+        if key in ("mobilenetv2", "lraspp_mobilenetv2"):
             backbone.load_imagenet(pretrained)
         else:
             _load_stdc_pretrained(backbone, pretrained, key)
+    if key == "lraspp_mobilenetv2":
+        model = LRASPPSegmenter(backbone, num_classes)
+        model.arch_name = key
+        return model
     model = ContextPathSegmenter(backbone, num_classes, text_dim, widths, detail_head=detail_head,
                                  aux_heads=aux_heads, text_proj=text_proj)
     model.arch_name = key
@@ -95,8 +105,8 @@ def _load_stdc_pretrained(backbone: STDCNet, path, name: str) -> None:
 
 
 __all__ = [
-    "ARCHITECTURES", "ContextPathSegmenter", "DeployWrapper", "HeadWidths", "MobileNetV2Backbone",
-    "inference_network",
+    "ALL_ARCHITECTURES", "ARCHITECTURES", "PEER_ARCHITECTURES", "ContextPathSegmenter", "DeployWrapper", "HeadWidths", "MobileNetV2Backbone",
+    "inference_network", "LRASPPSegmenter",
     "STDCNet", "TextGuidance", "arch_spec", "build_from_spec", "create_model", "load_stdc_pretrained",
     "map_stdc_state_dict",
 ]
