@@ -164,6 +164,15 @@ def test_bf16_channels_last_training_changes_weights_and_saves_fp32(tmp_path, da
     assert all(v.is_contiguous() and v.dtype != torch.bfloat16 for v in best["net"].values())
     summary = json.loads((run / "summary.json").read_text())
     assert [h["iteration"] for h in summary["history"]] == [2, 4]   # validation ran (batched)
+    # the exported file from a bf16 / channels-last run is an ordinary fp32 model file
+    from clipseg_ros.segmenter import Segmenter
+    from clipseg_training.export import export_checkpoint
+    model = tmp_path / "bf16.clipseg"
+    export_checkpoint(run / "best.pt", model)
+    img = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    a = Segmenter(model, device="cpu", backend="torch")(img).labels
+    b = Segmenter(model, device="cpu", backend="onnxruntime")(img).labels
+    assert a.shape == (64, 96) and (a == b).mean() > 0.99
 
 
 @needs_bf16
