@@ -93,9 +93,12 @@ _T = ParameterType
 PARAMETERS: tuple[_Param, ...] = (
     _Param("model", "", _T.PARAMETER_STRING,
            "Path of the .clipseg model file; empty = the package's default model", read_only=True),
-    _Param("device", "auto", _T.PARAMETER_STRING, "Inference device", read_only=True,
+    _Param("device", "auto", _T.PARAMETER_STRING,
+           "Inference device; auto = the first CUDA device if there is one, else cpu", read_only=True,
            constraints="auto | cpu | cuda | cuda:N"),
-    _Param("backend", "auto", _T.PARAMETER_STRING, "Inference backend", read_only=True,
+    _Param("backend", "auto", _T.PARAMETER_STRING,
+           "Inference backend; auto = ONNX Runtime on CPU, PyTorch or ONNX Runtime (CUDA / TensorRT) "
+           "on a GPU", read_only=True,
            constraints="auto | torch | onnxruntime"),
     _Param("precision", "fp32", _T.PARAMETER_STRING, "Inference precision (fp16 needs CUDA)",
            read_only=True, constraints="fp32 | fp16"),
@@ -112,7 +115,8 @@ PARAMETERS: tuple[_Param, ...] = (
            constraints="best_effort | reliable"),
     _Param("diagnostics_period", 1.0, _T.PARAMETER_DOUBLE, "Seconds between /diagnostics messages",
            read_only=True, float_range=(0.05, 3600.0)),
-    _Param("overlay_alpha", 0.5, _T.PARAMETER_DOUBLE, "Weight of the color mask in ~/overlay",
+    _Param("overlay_alpha", 0.5, _T.PARAMETER_DOUBLE,
+           "Weight of the color mask in ~/overlay: 0 = the camera image, 1 = the color mask",
            float_range=(0.0, 1.0)),
     _Param("publish_color", True, _T.PARAMETER_BOOL, "Publish ~/color (when subscribed)"),
     _Param("publish_overlay", True, _T.PARAMETER_BOOL, "Publish ~/overlay (when subscribed)"),
@@ -589,7 +593,17 @@ class SegNode(Node):
 
 def main(argv=None) -> int:
     """``seg_node [--ros-args ...]``: run the node until Ctrl-C / SIGTERM; 0 on a clean stop,
-    1 when the node cannot start (the reason is logged), 2 on bad command-line arguments."""
+    1 when the node cannot start (the reason is logged), 2 on bad command-line arguments.
+
+    ``seg_node -h`` / ``--help`` prints the topics, the parameter table and examples and returns
+    0 before any ROS context exists.  ``argv`` is rclpy's (program name first, default
+    ``sys.argv``); everything else on it goes to ``rclpy.init`` unchanged."""
+    from . import node_help
+
+    if node_help.wants_help(list(sys.argv if argv is None else argv)[1:]):
+        sys.stdout.write(node_help.format_help(PARAMETERS))
+        sys.stdout.flush()
+        return 0
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
