@@ -187,7 +187,7 @@ _CHANGED = {"device": "cpu", "backend": "onnxruntime", "precision": "fp32", "thr
             "input_compressed": True, "qos_reliability": "reliable", "qos_depth": 3,
             "output_qos_reliability": "best_effort", "diagnostics_period": 2.5, "overlay_alpha": 0.25,
             "publish_color": False, "publish_overlay": False, "publish_confidence": True,
-            "max_image_pixels": 123456}
+            "max_image_pixels": 123456, "label_groups": "(a file written by the test)"}
 
 
 @pytest.mark.parametrize("variant", ["as_shipped", "changed"])
@@ -204,6 +204,10 @@ def test_the_node_accepts_params_yaml(variant, tmp_path):
     if variant == "changed":
         assert set(params) <= set(_CHANGED), "add the new parameter to _CHANGED"
         params = {k: _CHANGED[k] for k in params}
+        if "label_groups" in params:        # a groups file for known_model's class0..class3
+            groups = tmp_path / "groups.yaml"
+            groups.write_text("first: [class0, class2]\nsecond: [class1]\n")
+            params["label_groups"] = str(groups)
         for k, v in params.items():
             assert v != _params_section()[k] or k == "precision", k   # fp16 needs CUDA
         data = yaml.safe_load(PARAMS.read_text())
