@@ -370,7 +370,8 @@ class SegNode(Node):
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
         self._CompressedImage = CompressedImage
-        self._pub_labels_compressed = self.create_publisher(CompressedImage, "~/labels/compressed", out_qos)
+        self._pub_labels_compressed = self.create_publisher(CompressedImage, "~/labels/compressed",
+                                                            out_qos)
         self._pub_groups = self.create_publisher(Image, "~/groups", out_qos)
         self._pub_groups_color = self.create_publisher(Image, "~/groups/color", out_qos)
         self._pub_camera_info = self.create_publisher(CameraInfo, "~/camera_info", out_qos)
@@ -378,16 +379,17 @@ class SegNode(Node):
         self._caminfos: deque = deque(maxlen=CAMERA_INFO_KEEP)
         self._caminfo_notice = False
         self.camera_info_topic = _caminfo.camera_info_topic(self.input_topic, cfg.input_compressed)
-        info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(cfg.qos_depth, CAMERA_INFO_KEEP),
-                              reliability=in_qos.reliability)
+        info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, reliability=in_qos.reliability,
+                              depth=max(cfg.qos_depth, CAMERA_INFO_KEEP))
         self._sub_camera_info = self.create_subscription(CameraInfo, self.camera_info_topic,
                                                          self._on_camera_info, info_qos)
         if self._groups is not None:
             self._groups_colorizer = visualize.Colorizer(self._groups.palette)
+            unmapped = ", ".join(self._groups.unmapped)
             self.get_logger().info(
-                f"label groups from {self._groups.source}: " + ", ".join(
-                    f"{n}={g}" for g, n in enumerate(self._groups.names))
-                + (f"; in no group (255): {', '.join(self._groups.unmapped)}" if self._groups.unmapped else ""))
+                f"label groups from {self._groups.source}: "
+                + ", ".join(f"{n}={g}" for g, n in enumerate(self._groups.names))
+                + (f"; in no group (255): {unmapped}" if unmapped else ""))
 
     def _on_camera_info(self, msg) -> None:
         with self._caminfo_lock:
@@ -426,7 +428,8 @@ class SegNode(Node):
             self._publish(self._pub_groups, groups, "mono8", header)
             counts["groups_published"] = 1
             if self._pub_groups_color.get_subscription_count() > 0:
-                color = self._groups_colorizer.colorize(groups, out=self._buffer("groups_color", (h, w, 3)))
+                color = self._groups_colorizer.colorize(groups,
+                                                        out=self._buffer("groups_color", (h, w, 3)))
                 self._publish(self._pub_groups_color, color, "rgb8", header)
                 counts["groups_color_published"] = 1
 
@@ -691,8 +694,11 @@ def main(argv=None) -> int:
     from . import node_help
 
     if node_help.wants_help(list(sys.argv if argv is None else argv)[1:]):
-        sys.stdout.write(node_help.format_help(PARAMETERS))
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(node_help.format_help(PARAMETERS))
+            sys.stdout.flush()
+        except BrokenPipeError:       # seg_node --help | head
+            sys.stdout = None
         return 0
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
