@@ -106,7 +106,15 @@ def render_rviz_config(template_text: str, topics: dict[str, str]) -> str:
     config = copy.deepcopy(config)
     for role, display in image_displays(config).items():
         display["Topic"]["Value"] = topics[role]
-    return yaml.safe_dump(config, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return yaml.dump(config, Dumper=_RvizDumper, sort_keys=False, default_flow_style=False,
+                     allow_unicode=True)
+
+
+class _RvizDumper(yaml.SafeDumper):
+    """Writes null as ``~``, the way RViz saves its configs."""
+
+
+_RvizDumper.add_representer(type(None), lambda d, _v: d.represent_scalar("tag:yaml.org,2002:null", "~"))
 
 
 def write_rviz_config(template: str | os.PathLike, image: str = "/camera/image_raw",
