@@ -157,7 +157,9 @@ def markdown_table(parameters) -> str:
 
 def format_help(parameters, topics=TOPICS, width: int = 100) -> str:
     """The ``seg_node --help`` text."""
-    wrap = textwrap.TextWrapper(width=width, initial_indent="      ", subsequent_indent="      ")
+    wrap = textwrap.TextWrapper(width=width, initial_indent="      ", subsequent_indent="      ",
+                                break_on_hyphens=False, break_long_words=False)
+    topic_w = max(len(t.name) for t in topics) + 1
     out = [
         f"usage: {PROG} [-h] [--ros-args [-r FROM:=TO] [-p NAME:=VALUE] [--params-file FILE] ...]",
         "",
@@ -171,7 +173,7 @@ def format_help(parameters, topics=TOPICS, width: int = 100) -> str:
         out.append(title)
         for t in topics:
             if t.direction == direction:
-                out.append(f"  {t.name:<18} {t.msg_type}")
+                out.append(f"  {t.name:<{topic_w}} {t.msg_type}")
                 out.extend(wrap.wrap(t.notes))
         out.append("")
     rows = parameter_rows(parameters)
