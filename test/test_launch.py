@@ -54,7 +54,17 @@ def test_launch_description_generates():
     assert _text(args["image"].default_value) == "/camera/image_raw"
     nodes = [e for e in ld.entities if isinstance(e, Node)]
     executables = [_text(n.node_executable) for n in nodes]
-    assert "seg_node" in executables and "rviz2" in executables
+    assert "seg_node" in executables
+    # rviz2 comes from an OpaqueFunction that renders config/seg.rviz for the arguments
+    from launch import LaunchContext
+    from launch.actions import OpaqueFunction
+
+    opaque, = [e for e in ld.entities if isinstance(e, OpaqueFunction)]
+    context = LaunchContext()
+    context.launch_configurations.update(
+        {"image": "/front/image_raw", "namespace": "front", "input_compressed": "false"})
+    rviz, = opaque.execute(context)
+    assert isinstance(rviz, Node) and _text(rviz.node_executable) == "rviz2"
 
 
 class _Recorder:
@@ -73,13 +83,21 @@ def _stub_module(name: str, **attrs):
 
 
 def test_launch_description_logic_with_stand_ins(monkeypatch):
-    """Without launch_ros: run generate_launch_description() against recording stand-ins."""
+    """Without launch_ros: run generate_launch_description() against recording stand-ins.
+
+    The wiring checks are of what the stand-ins recorded; the RViz part runs the launch file's
+    OpaqueFunction for real (clipseg_ros.rviz_config on config/seg.rviz, a real file)."""
+    import types
     kinds = {n: type(n, (_Recorder,), {}) for n in (
-        "LaunchDescription", "DeclareLaunchArgument", "IfCondition", "LaunchConfiguration",
+        "LaunchDescription", "DeclareLaunchArgument", "IfCondition", "OpaqueFunction",
         "PathJoinSubstitution", "Node", "ParameterValue")}
+    # LaunchConfiguration.perform(context) reads the context's launch_configurations, as launch's does
+    kinds["LaunchConfiguration"] = type("LaunchConfiguration", (_Recorder,), {
+        "perform": lambda self, context: context.launch_configurations[self.args[0]]})
     stubs = {
         "launch": _stub_module("launch", LaunchDescription=kinds["LaunchDescription"]),
-        "launch.actions": _stub_module("launch.actions", DeclareLaunchArgument=kinds["DeclareLaunchArgument"]),
+        "launch.actions": _stub_module("launch.actions", DeclareLaunchArgument=kinds["DeclareLaunchArgument"],
+                                       OpaqueFunction=kinds["OpaqueFunction"]),
         "launch.conditions": _stub_module("launch.conditions", IfCondition=kinds["IfCondition"]),
         "launch.substitutions": _stub_module("launch.substitutions",
                                              LaunchConfiguration=kinds["LaunchConfiguration"],
@@ -120,10 +138,25 @@ def test_launch_description_logic_with_stand_ins(monkeypatch):
     assert config_name(remaps["image"]) == "image"
     compressed = remaps["image/compressed"]
     assert config_name(compressed[0]) == "image" and compressed[1] == "/compressed"
-    rviz = next(n.kwargs for n in nodes if n.kwargs["executable"] == "rviz2")
-    assert rviz["arguments"][0] == "-d"
-    assert [str(p) for p in rviz["arguments"][1].args[0][1:]] == ["config", "seg.rviz"]
-    assert config_name(rviz["condition"].args[0]) == "use_rviz"
+    assert not any(n.kwargs["executable"] == "rviz2" for n in nodes)   # made at launch time
+    opaque, = [e for e in entities if isinstance(e, kinds["OpaqueFunction"])]
+    assert config_name(opaque.kwargs["condition"].args[0]) == "use_rviz"
+    # evaluate it as launch would, for non-default arguments: the real rviz_config renders the
+    # real template into a real file, which rviz2 gets with -d
+    context = types.SimpleNamespace(launch_configurations={
+        "image": "/front/image_raw", "namespace": "front", "input_compressed": "true"})
+    rviz_nodes = opaque.kwargs["function"](context, *opaque.kwargs.get("args", ()))
+    rviz, = [n.kwargs for n in rviz_nodes]
+    assert rviz["executable"] == "rviz2" and rviz["arguments"][0] == "-d"
+    rendered = Path(rviz["arguments"][1])
+    try:
+        cfg = yaml.safe_load(rendered.read_text())
+        topics = [d["Topic"]["Value"] for d in cfg["Visualization Manager"]["Displays"]
+                  if d["Class"] == "rviz_default_plugins/Image"]
+        assert topics == ["/front/image_raw/compressed", "/front/seg_node/overlay",
+                          "/front/seg_node/color"]
+    finally:
+        rendered.unlink()
 
 
 def _params_section() -> dict:
@@ -154,7 +187,7 @@ _CHANGED = {"device": "cpu", "backend": "onnxruntime", "precision": "fp32", "thr
             "input_compressed": True, "qos_reliability": "reliable", "qos_depth": 3,
             "output_qos_reliability": "best_effort", "diagnostics_period": 2.5, "overlay_alpha": 0.25,
             "publish_color": False, "publish_overlay": False, "publish_confidence": True,
-            "max_image_pixels": 123456}
+            "max_image_pixels": 123456, "label_groups": "(a file written by the test)"}
 
 
 @pytest.mark.parametrize("variant", ["as_shipped", "changed"])
@@ -171,6 +204,10 @@ def test_the_node_accepts_params_yaml(variant, tmp_path):
     if variant == "changed":
         assert set(params) <= set(_CHANGED), "add the new parameter to _CHANGED"
         params = {k: _CHANGED[k] for k in params}
+        if "label_groups" in params:        # a groups file for known_model's class0..class3
+            groups = tmp_path / "groups.yaml"
+            groups.write_text("first: [class0, class2]\nsecond: [class1]\n")
+            params["label_groups"] = str(groups)
         for k, v in params.items():
             assert v != _params_section()[k] or k == "precision", k   # fp16 needs CUDA
         data = yaml.safe_load(PARAMS.read_text())
