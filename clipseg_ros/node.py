@@ -58,7 +58,7 @@ import rclpy
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
                                 SetParametersResult)
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -137,6 +137,9 @@ PARAMETERS: tuple[_Param, ...] = (
     _Param("max_image_pixels", 0, _T.PARAMETER_INTEGER,
            "Reject input images with more pixels than this; 0 = the codec's limit (64 Mpx)",
            int_range=(0, image_codec.MAX_PIXELS)),
+    _Param("autostart", True, _T.PARAMETER_BOOL,
+           "Walk the lifecycle to active at start-up; false: wait in unconfigured for "
+           "configure / activate through ~/change_state", read_only=True),
     _Param("label_groups", "", _T.PARAMETER_STRING,
            "YAML file mapping model classes to groups for ~/groups and ~/groups/color; "
            "empty = no groups", read_only=True, constraints="path or empty"),
@@ -168,6 +171,7 @@ class NodeConfig:
     palette: tuple = field(default_factory=tuple)
     max_image_pixels: int = 0
     label_groups: str = ""
+    autostart: bool = True
 
     def model_path(self) -> Path:
         return Path(self.model).expanduser() if self.model else DEFAULT_MODEL
@@ -272,37 +276,181 @@ def _percentiles(values: list) -> tuple[float, float] | None:
 # the node
 # ------------------------------------------------------------------------------------------------
 
-class SegNode(Node):
+class SegNode(LifecycleNode):
     """Semantic segmentation node; see the module docstring for topics and threading.
+
+    A managed (lifecycle) node: ``configure`` loads and validates the model and creates the
+    publishers and the diagnostics timer; ``activate`` subscribes and starts processing;
+    ``deactivate`` stops processing (the model stays loaded); ``cleanup`` frees the model and the
+    publishers; ``shutdown`` does whatever of that is needed and finalizes.  With the
+    ``autostart`` parameter (default true) the constructor walks to active, so the node behaves
+    like a plain node.
 
     Keyword arguments go to :class:`rclpy.node.Node` (``context``, ``namespace``,
     ``parameter_overrides``, ``cli_args``, ...).  Raises :class:`StartupError` (after logging it)
-    when the model or a parameter value is unusable; the node is destroyed in that case.
+    when a parameter value is unusable or, with ``autostart``, when configure fails; the node is
+    destroyed in that case.
     """
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
+        self._guard_change_state()
         self._worker: threading.Thread | None = None
         self._cond = threading.Condition()
         self._slot = None          # the newest unprocessed message
         self._stopping = False
+        self.segmenter: Segmenter | None = None
+        self._sub = None
+        self._sub_camera_info = None
+        self._diag_timer = None
+        self._publishers_made: list = []
+        self._startup_error: str | None = None
+        self._stats = _Stats()
         try:
-            self._setup()
+            self._cfg = self._declare_parameters()
+            self.input_topic = self.resolve_topic_name(
+                "image/compressed" if self._cfg.input_compressed else "image")
+            self.add_on_set_parameters_callback(self._on_set_parameters)
+            if self._cfg.autostart:
+                for step in (self.trigger_configure, self.trigger_activate):
+                    if step() != TransitionCallbackReturn.SUCCESS:
+                        raise StartupError(self._startup_error or f"lifecycle {step.__name__} failed")
         except StartupError as exc:
-            self.get_logger().error(str(exc))
+            if self._startup_error is None:
+                self.get_logger().error(str(exc))
+            self.stop()
             self.destroy_node()
             raise
         except BaseException:
+            self.stop()
             self.destroy_node()
             raise
 
+    # ---- lifecycle ------------------------------------------------------------------------------
+    def _guard_change_state(self) -> None:
+        """A ChangeState request for a transition the current state does not have (e.g. activate
+        while unconfigured) makes rclpy's handler raise instead of answering; answer it with
+        ``success: false`` and a logged reason, so a client waits for nothing and the node goes on."""
+        service = getattr(self, "_service_change_state", None)
+        if service is None:
+            return
+        inner = service.callback
+
+        def guarded(request, response):
+            try:
+                return inner(request, response)
+            except Exception as exc:  # noqa: BLE001 - rclpy raises RCLError for unknown transitions
+                self.get_logger().warning(
+                    f"change_state: transition {request.transition.id} "
+                    f"{request.transition.label!r} refused in state {self.lifecycle_state}: {exc}")
+                response.success = False
+                return response
+
+        service.callback = guarded
+
+    @property
+    def lifecycle_state(self) -> str:
+        """``unconfigured``, ``inactive``, ``active`` or ``finalized`` (or a transition state)."""
+        return self._state_machine.current_state[1]
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._startup_error = None
+        try:
+            self._configure()
+        except StartupError as exc:
+            self._startup_error = str(exc)
+            self.get_logger().error(str(exc))
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info(f"configured: {self.model_path} ({self.num_classes} classes, "
+                               f"{self.segmenter.description})")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._subscribe()
+        with self._cond:
+            self._stopping, self._slot = False, None
+        self._worker = threading.Thread(target=self._work, name="seg_node_worker", daemon=True)
+        self._worker.start()
+        cfg = self._cfg
+        self.get_logger().info(
+            f"segmenting {self.input_topic} with {self.model_path} ({self.num_classes} classes, "
+            f"{self.segmenter.description}); publishing {self._pub_labels.topic_name} "
+            f"[color, overlay{', confidence' if cfg.publish_confidence else ''}]")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._unsubscribe()
+        self.stop()
+        self.get_logger().info("deactivated: not processing (the model stays loaded)")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self.get_logger().info("cleaned up: model unloaded")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._unsubscribe()
+        self.stop()
+        self._release()
+        self.get_logger().info("lifecycle shutdown")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._unsubscribe()
+        self.stop()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _subscribe(self) -> None:
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+        cfg = self._cfg
+        in_qos = self._in_qos
+        if cfg.input_compressed:
+            self._decode = image_codec.compressed_to_rgb
+            self._sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image, in_qos)
+        else:
+            self._decode = image_codec.image_to_rgb
+            self._sub = self.create_subscription(Image, "image", self._on_image, in_qos)
+        self.input_topic = self._sub.topic_name
+        info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, reliability=in_qos.reliability,
+                              depth=max(cfg.qos_depth, CAMERA_INFO_KEEP))
+        self.camera_info_topic = _caminfo.camera_info_topic(self.input_topic, cfg.input_compressed)
+        self._sub_camera_info = self.create_subscription(CameraInfo, self.camera_info_topic,
+                                                         self._on_camera_info, info_qos)
+
+    def _unsubscribe(self) -> None:
+        for name in ("_sub", "_sub_camera_info"):
+            sub = getattr(self, name, None)
+            if sub is not None:
+                self.destroy_subscription(sub)
+                setattr(self, name, None)
+
+    def _release(self) -> None:
+        """Free what configure made: the model, the publishers, the diagnostics timer."""
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        for pub in self._publishers_made:
+            self.destroy_publisher(pub)
+        self._publishers_made = []
+        self.segmenter = None
+        self._buffers = {}
+
+    def _publisher(self, msg_type, topic: str, qos):
+        pub = self.create_publisher(msg_type, topic, qos)
+        self._publishers_made.append(pub)
+        return pub
+
     # ---- set-up ---------------------------------------------------------------------------------
-    def _setup(self) -> None:
+    def _configure(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
-        from sensor_msgs.msg import CompressedImage, Image
+        from sensor_msgs.msg import Image
 
         self._Image = Image
-        cfg = self._declare_parameters()
+        cfg = self._cfg
         path = cfg.model_path()
         if not cfg.model and not path.is_file():
             raise StartupError(f"no model given and the default model file {path} is not installed; "
@@ -332,58 +480,36 @@ class SegNode(Node):
                                                          self.segmenter.palette)
             except _groups.LabelGroupsError as exc:
                 raise StartupError(f"parameter label_groups: {exc}") from None
-        self._cfg = cfg
         self._colorizer = self._make_colorizer(cfg.palette)
         self._buffers: dict[str, np.ndarray] = {}
-        self._stats = _Stats()
 
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-
-        in_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=cfg.qos_depth,
-                            reliability=_RELIABILITY[cfg.qos_reliability])
+        self._in_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=cfg.qos_depth,
+                                  reliability=_RELIABILITY[cfg.qos_reliability])
         out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                              reliability=_RELIABILITY[cfg.output_qos_reliability])
-        self._pub_labels = self.create_publisher(Image, "~/labels", out_qos)
-        self._pub_color = self.create_publisher(Image, "~/color", out_qos)
-        self._pub_overlay = self.create_publisher(Image, "~/overlay", out_qos)
-        self._pub_confidence = self.create_publisher(Image, "~/confidence", out_qos)
-        self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        if cfg.input_compressed:
-            self._decode = image_codec.compressed_to_rgb
-            self._sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image, in_qos)
-        else:
-            self._decode = image_codec.image_to_rgb
-            self._sub = self.create_subscription(Image, "image", self._on_image, in_qos)
-        self.input_topic = self._sub.topic_name
-        self._setup_extras(cfg, in_qos, out_qos)
+        self._pub_labels = self._publisher(Image, "~/labels", out_qos)
+        self._pub_color = self._publisher(Image, "~/color", out_qos)
+        self._pub_overlay = self._publisher(Image, "~/overlay", out_qos)
+        self._pub_confidence = self._publisher(Image, "~/confidence", out_qos)
+        self._pub_diag = self._publisher(DiagnosticArray, "/diagnostics", 10)
+        self._setup_extras(cfg, self._in_qos, out_qos)
 
         self._diag_last = (time.monotonic(), 0, 0, 0, 0)   # time, received, processed, rejected, errors
         self._diag_timer = self.create_timer(cfg.diagnostics_period, self._publish_diagnostics)
-        self._worker = threading.Thread(target=self._work, name="seg_node_worker", daemon=True)
-        self._worker.start()
-        self.get_logger().info(
-            f"segmenting {self.input_topic} with {self.model_path} ({self.num_classes} classes, "
-            f"{self.segmenter.description}); publishing {self._pub_labels.topic_name} "
-            f"[color, overlay{', confidence' if cfg.publish_confidence else ''}]")
 
     def _setup_extras(self, cfg: NodeConfig, in_qos: QoSProfile, out_qos: QoSProfile) -> None:
         """camera_info in and out, ~/labels/compressed, ~/groups and ~/groups/color."""
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
         self._CompressedImage = CompressedImage
-        self._pub_labels_compressed = self.create_publisher(CompressedImage, "~/labels/compressed",
-                                                            out_qos)
-        self._pub_groups = self.create_publisher(Image, "~/groups", out_qos)
-        self._pub_groups_color = self.create_publisher(Image, "~/groups/color", out_qos)
-        self._pub_camera_info = self.create_publisher(CameraInfo, "~/camera_info", out_qos)
+        self._pub_labels_compressed = self._publisher(CompressedImage, "~/labels/compressed", out_qos)
+        self._pub_groups = self._publisher(Image, "~/groups", out_qos)
+        self._pub_groups_color = self._publisher(Image, "~/groups/color", out_qos)
+        self._pub_camera_info = self._publisher(CameraInfo, "~/camera_info", out_qos)
         self._caminfo_lock = threading.Lock()
         self._caminfos: deque = deque(maxlen=CAMERA_INFO_KEEP)
         self._caminfo_notice = False
         self.camera_info_topic = _caminfo.camera_info_topic(self.input_topic, cfg.input_compressed)
-        info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, reliability=in_qos.reliability,
-                              depth=max(cfg.qos_depth, CAMERA_INFO_KEEP))
-        self._sub_camera_info = self.create_subscription(CameraInfo, self.camera_info_topic,
-                                                         self._on_camera_info, info_qos)
         if self._groups is not None:
             self._groups_colorizer = visualize.Colorizer(self._groups.palette)
             unmapped = ", ".join(self._groups.unmapped)
@@ -468,12 +594,13 @@ class SegNode(Node):
             value = prm.value
             if prm.name == "palette":
                 value = tuple(int(v) for v in (value or ()))
-            reason = validate_parameter(prm.name, value, self.num_classes)
+            reason = validate_parameter(prm.name, value, getattr(self, "num_classes", None)
+                                        if self.segmenter is not None else None)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
             updates[prm.name] = value
         if updates:
-            if "palette" in updates:
+            if "palette" in updates and self.segmenter is not None:
                 self._colorizer = self._make_colorizer(updates["palette"])
             self._cfg = replace(self._cfg, **updates)   # one atomic swap; the worker reads self._cfg
             self.get_logger().info("parameters changed: " + ", ".join(
@@ -506,6 +633,7 @@ class SegNode(Node):
         """Stop the worker thread (waits for the frame in progress)."""
         with self._cond:
             self._stopping = True
+            self._slot = None
             self._cond.notify_all()
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join(timeout=10.0)
@@ -662,6 +790,7 @@ class SegNode(Node):
             ("inference latency p95 (ms)", ms(inf[1] if inf else None)),
             ("end-to-end latency median (ms)", ms(e2e[0] if e2e else None)),
             ("end-to-end latency p95 (ms)", ms(e2e[1] if e2e else None)),
+            ("lifecycle state", self.lifecycle_state),
             ("backend", self.segmenter.description),
             ("tensorrt engine", self.segmenter.engine_note or "not used"),
             ("device", self.segmenter.device),
@@ -730,7 +859,7 @@ def main(argv=None) -> int:
                 return 1          # already logged by the node
             executor = SingleThreadedExecutor()
             executor.add_node(node)
-            while not stop.is_set() and rclpy.ok():
+            while not stop.is_set() and rclpy.ok() and node.lifecycle_state != "finalized":
                 executor.spin_once(timeout_sec=0.1)
             executor.remove_node(node)
             executor.shutdown(timeout_sec=1.0)
