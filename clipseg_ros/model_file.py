@@ -258,11 +258,11 @@ def save_model_file(path, network, class_names, *, palette=None, input_size=None
 
 
 def export_onnx_bytes(wrapper, sample_hw, opset: int = 17) -> bytes:
-    """ONNX graph of a DeployWrapper with dynamic height and width."""
+    """ONNX graph of a DeployWrapper with dynamic batch, height and width."""
     import torch
 
     sample = torch.zeros((1, int(sample_hw[0]), int(sample_hw[1]), 3), dtype=torch.uint8)
-    dyn = {1: "height", 2: "width"}
+    dyn = {0: "batch", 1: "height", 2: "width"}
     buf = io.BytesIO()
     import warnings
 
