@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip --disable-pip-version-check --no-input
 STAMP := $(VENV)/.clipseg-installed
 
-export FASTDDS_BUILTIN_TRANSPORTS := SHM?max_msg_size=4MB&sockets_size=32MB
+export FASTDDS_BUILTIN_TRANSPORTS := SHM?sockets_size=64MB
 export ROS_DOMAIN_ID ?= 73
 export ROS_LOG_DIR ?= $(shell mktemp -d -t clipseg_roslog.XXXXXX 2>/dev/null || echo /tmp/clipseg_roslog)
 export OMP_NUM_THREADS ?= 2

@@ -7,7 +7,8 @@ started with :func:`start_process` inherit them (``os.environ``).
 * :func:`known_model` – a tiny model file whose every pixel gets a known class (cached per process).
 * :class:`RosHarness` – a fresh ``Context``, a tester node and a ``MultiThreadedExecutor`` spinning
   in a background thread; publishers, :class:`Collector` subscriptions, waiting helpers.
-* :func:`image_msg`, :func:`compressed_msg`, :func:`raw_image_msg` – input messages from numpy.
+* :func:`image_msg`, :func:`compressed_msg`, :func:`raw_image_msg` – input messages from numpy;
+  :func:`png_bomb` – a small PNG that declares a huge image.
 * :func:`start_process` / :func:`stop_process` – subprocesses in their own process group, killed
   reliably.
 """
@@ -18,11 +19,13 @@ import functools
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import cv2
@@ -158,6 +161,22 @@ def raw_image_msg(height: int, width: int, encoding: str, step: int, data: bytes
                 encoding=encoding, is_bigendian=0, step=step)
     msg.data = bytes(data)
     return msg
+
+
+def png_chunk(ctype: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + ctype + data + struct.pack(">I", zlib.crc32(ctype + data))
+
+
+@functools.lru_cache(maxsize=4)
+def png_bomb(width: int, height: int, color_type: int = 0) -> bytes:
+    """A real PNG declaring ``width``x``height`` 8-bit pixels, all zero: a few hundred KB that
+    decode to width*height*channels bytes."""
+    channels = {0: 1, 2: 3}[color_type]
+    comp = zlib.compressobj(9)
+    row = bytes(1 + width * channels)            # filter byte 0 + zero pixels
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
 
 
 def pattern_image(height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:

@@ -25,7 +25,7 @@ from clipseg_ros import image_codec  # noqa: E402
 from clipseg_ros.node import PARAMETER_NAMES, RUNTIME_PARAMETERS, SegNode, StartupError  # noqa: E402
 from ros_helpers import (  # noqa: E402
     RosHarness, compressed_msg, confidence_of, expected_rgb, image_msg, known_model, make_header,
-    pattern_image, raw_image_msg, stamp_ns, truncated_copy, wait_for,
+    pattern_image, png_bomb, raw_image_msg, stamp_ns, truncated_copy, wait_for,
 )
 
 pytestmark = pytest.mark.ros
@@ -353,6 +353,31 @@ def test_bad_compressed_input_is_rejected(rigs, model):
     rig.wait_stats(rejected=3, processed=2, inference_errors=0)
 
 
+def test_compressed_decompression_bomb_is_rejected_from_its_header(rigs, model):
+    """A 400 KB PNG declaring 20000x20000 is refused from its IHDR, before anything is decoded;
+    max_image_pixels applies to the header's size as well.  (Memory: test_node_subprocess.py.)"""
+    rig = rigs(model, compressed=True)
+    bomb = CompressedImage(header=make_header(), format="png")
+    bomb.data = png_bomb(20000, 20000)
+    t0 = time.monotonic()
+    reason = rig.send_bad(bomb)
+    assert "declares 20000x20000" in reason and "PNG header" in reason and "not decoded" in reason, reason
+    assert time.monotonic() - t0 < 5.0
+    rig.send(compressed_msg(pattern_image(), "png"))
+    # max_image_pixels, from the header of a PNG and of a JPEG
+    assert rig.node.set_parameters([Parameter("max_image_pixels", value=1000)])[0].successful
+    for fmt in ("png", "jpeg"):
+        reason = rig.send_bad(compressed_msg(pattern_image(48, 64), fmt))
+        assert "64x48" in reason and "max_image_pixels=1000" in reason, reason
+        assert f"{fmt.upper()} header" in reason, reason
+    small = png_bomb(40, 20)     # within the limit: decoded
+    msg = CompressedImage(header=make_header(), format="png")
+    msg.data = small
+    labels = rig.send(msg)["labels"]
+    assert (labels.width, labels.height) == (40, 20)
+    rig.wait_stats(rejected=3, processed=2, inference_errors=0)
+
+
 # ------------------------------------------------------------------------------------------------
 # bad input
 # ------------------------------------------------------------------------------------------------
@@ -365,6 +390,9 @@ def _bad_images():
         ("array-only 32SC1", raw_image_msg(48, 16, "32SC1", 64, data[: 48 * 64]), "no RGB conversion"),
         ("step too small", raw_image_msg(48, 64, "rgb8", 100, data), "step"),
         ("truncated data", raw_image_msg(48, 64, "rgb8", 64 * 3, data[: len(data) // 2]), "truncated"),
+        ("data longer than step*height", raw_image_msg(48, 64, "rgb8", 64 * 3, data + b"\0" * 10),
+         "10 trailing bytes"),
+        ("data one row too long", raw_image_msg(47, 64, "rgb8", 64 * 3, data), "longer than step*height"),
         ("zero width", raw_image_msg(48, 0, "rgb8", 0, b""), "zero"),
         ("zero height", raw_image_msg(0, 64, "rgb8", 64 * 3, b""), "zero"),
         ("absurd size", raw_image_msg(100000, 100000, "rgb8", 300000, b"\0" * 64), "absurd"),
