@@ -501,7 +501,7 @@ EXPECTED_KEYS = {
     "frames received", "frames processed", "frames dropped", "frames rejected", "input rate (Hz)",
     "processed rate (Hz)", "inference latency median (ms)", "inference latency p95 (ms)",
     "end-to-end latency median (ms)", "end-to-end latency p95 (ms)", "backend", "device", "model",
-    "last rejection reason",
+    "last rejection reason", "stale stamps", "callback errors", "last callback error",
 }
 
 
@@ -548,6 +548,40 @@ def test_diagnostics(ros, rigs, model):
                                 and s.level == DiagnosticStatus.OK, TIMEOUT, what="an OK status",
                                 start=diag.index(msg) + 1)
         assert later is not None
+    finally:
+        ros.unsubscribe(diag)
+
+
+def test_stale_stamps_stay_out_of_the_latency_window(ros, rigs, model):
+    """One frame stamped sec=1000 (a replayed bag, a camera without time sync) and one an hour in
+    the future must not make the end-to-end statistics meaningless; they are counted instead."""
+    from builtin_interfaces.msg import Time
+
+    diag = ros.collect(DiagnosticArray, "/diagnostics")
+    try:
+        rig = rigs(model, diagnostics_period=0.2)
+        prefix = rig.out.strip("/") + ": "
+        rig.send(image_msg(pattern_image(), header=make_header(stamp=Time(sec=1000, nanosec=5))))
+        future = time.time_ns() + 3600 * 10**9
+        rig.send(image_msg(pattern_image(), header=make_header(
+            stamp=Time(sec=future // 10**9, nanosec=future % 10**9))))
+        for _ in range(4):
+            rig.send(image_msg(pattern_image()))
+        rig.wait_stats(processed=6, stale_stamps=2)
+        assert len(rig.node.stats["e2e_ms"]) == 4
+
+        def final(m):
+            st = _status(m, prefix)
+            return st is not None and {kv.key: kv.value for kv in st.values}["frames processed"] == "6"
+
+        msg = diag.wait_until(final, TIMEOUT, what="a status with all 6 frames")
+        values = {kv.key: kv.value for kv in _status(msg, prefix).values}
+        assert values["stale stamps"] == "2"
+        assert 0.0 < float(values["end-to-end latency median (ms)"]) < 5000.0, values
+        assert 0.0 < float(values["end-to-end latency p95 (ms)"]) < 5000.0, values
+        warned = [s for m in diag.messages if (s := _status(m, prefix)) is not None
+                  and s.level == DiagnosticStatus.WARN and "stamped more than 10 s" in s.message]
+        assert warned, [(_status(m, prefix) or DiagnosticStatus()).message for m in diag.messages]
     finally:
         ros.unsubscribe(diag)
 
