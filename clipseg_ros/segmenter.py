@@ -162,6 +162,22 @@ class _OnnxBackend:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(model.onnx_bytes, sess_options=opts, providers=providers)
         self.providers = self.session.get_providers()
+        self._check_io(model)
+
+    def _check_io(self, model: ModelFile) -> None:
+        """The graph must take and give what the deploy graph does (its class count was checked
+        against the metadata when the file was opened)."""
+        ins = self.session.get_inputs()
+        outs = {o.name: o for o in self.session.get_outputs()}
+        if (len(ins) != 1 or ins[0].name != ONNX_INPUT or ins[0].type != "tensor(uint8)"
+                or len(ins[0].shape) != 4 or ins[0].shape[3] != 3):
+            got = ", ".join(f"{i.name} {i.type} {i.shape}" for i in ins)
+            raise ModelFileError(model.path, f"model.onnx takes {got}, not one uint8 tensor "
+                                 f"{ONNX_INPUT!r} of shape (N, H, W, 3)")
+        for name, want in zip(ONNX_OUTPUTS, ("tensor(uint8)", "tensor(float)")):
+            if name not in outs or outs[name].type != want:
+                got = ", ".join(f"{o.name} {o.type}" for o in outs.values())
+                raise ModelFileError(model.path, f"model.onnx outputs {got}; expected {name!r} as {want}")
 
     def __call__(self, image: np.ndarray, want_confidence: bool):
         names = list(ONNX_OUTPUTS) if want_confidence else [ONNX_OUTPUTS[0]]

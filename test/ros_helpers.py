@@ -82,6 +82,26 @@ def known_model(label: int = 2, num_classes: int = 4, input_size: tuple = (64, 9
     return str(path)
 
 
+def inconsistent_model(dest: Path, label: int = 10, num_classes: int = 11) -> Path:
+    """A model file whose network outputs ``num_classes`` (every pixel ``label``) while its
+    meta.json consistently describes one class fewer: class names, palette and arch.num_classes.
+    Every member's sha256 still matches (meta.json only lists the other members)."""
+    import json
+    import zipfile
+
+    from clipseg_ros.model_file import atomic_write_zip
+
+    with zipfile.ZipFile(known_model(label, num_classes, (64, 96))) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    meta = json.loads(members["meta.json"])
+    meta["class_names"] = meta["class_names"][: num_classes - 1]
+    meta["palette"] = meta["palette"][: num_classes - 1]
+    meta["arch"]["num_classes"] = num_classes - 1
+    members["meta.json"] = json.dumps(meta, indent=2).encode()
+    atomic_write_zip(dest, members)
+    return Path(dest)
+
+
 def truncated_copy(model_path: str, dest: Path, keep: float = 0.5) -> Path:
     """A copy of ``model_path`` cut to ``keep`` of its size."""
     data = Path(model_path).read_bytes()

@@ -24,8 +24,8 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from clipseg_ros import image_codec  # noqa: E402
 from clipseg_ros.node import PARAMETER_NAMES, RUNTIME_PARAMETERS, SegNode, StartupError  # noqa: E402
 from ros_helpers import (  # noqa: E402
-    RosHarness, compressed_msg, confidence_of, expected_rgb, image_msg, known_model, make_header,
-    pattern_image, png_bomb, raw_image_msg, stamp_ns, truncated_copy, wait_for,
+    RosHarness, compressed_msg, confidence_of, expected_rgb, image_msg, inconsistent_model, known_model,
+    make_header, pattern_image, png_bomb, raw_image_msg, stamp_ns, truncated_copy, wait_for,
 )
 
 pytestmark = pytest.mark.ros
@@ -615,6 +615,18 @@ def test_startup_errors_name_the_problem(ros, model, tmp_path):
         _start(ros, model=model, qos_reliability="sometimes")
     with pytest.raises(StartupError, match="overlay_alpha"):
         _start(ros, model=model, overlay_alpha="half")
+
+
+def test_model_whose_onnx_graph_disagrees_with_its_metadata_is_refused(ros, tmp_path):
+    """meta.json: 10 classes (names, palette, arch); the network: 11, every pixel class 10.  The
+    default ONNX Runtime backend must refuse it at start-up, naming the file and the mismatch."""
+    bad = inconsistent_model(tmp_path / "eleven_as_ten.clipseg")
+    for backend in ("onnxruntime", "auto", "torch"):
+        with pytest.raises(StartupError) as info:
+            _start(ros, model=str(bad), backend=backend)
+        msg = str(info.value)
+        assert "eleven_as_ten.clipseg" in msg, (backend, msg)
+        assert "outputs 11 classes" in msg and "describes 10" in msg, (backend, msg)
 
 
 def test_stop_is_prompt_and_idempotent(ros, model):
