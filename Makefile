@@ -4,7 +4,9 @@
 #
 # DDS stays on this machine for everything started from here: shared-memory transport only, a
 # domain id of our own, logs in a temp folder.  The node itself sets none of this (robots need
-# the network).
+# the network).  sockets_size=64MB carries camera-sized messages whole; never add max_msg_size
+# (with it, messages whose byte 60 from the end is 0x80 arrive short and are dropped; see
+# docs/node.md, "Large images and DDS").
 SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3

@@ -127,7 +127,8 @@ PARAMETERS: tuple[_Param, ...] = (
            "Color override: flat r,g,b list, 3 values (0..255) per model class; unset or [] = the "
            "model's palette", constraints="length 3*K, values 0..255"),
     _Param("max_image_pixels", 0, _T.PARAMETER_INTEGER,
-           "Reject input images with more pixels than this; 0 = the codec's limit (64 Mpx)",
+           "Reject input images with more pixels than this, before decoding (compressed: from the "
+           "PNG/JPEG header); 0 = the codec's limit (64 Mpx)",
            int_range=(0, image_codec.MAX_PIXELS)),
 )
 PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)

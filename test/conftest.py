@@ -8,6 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 
+# sockets_size=64MB: camera-sized messages arrive whole.  No max_msg_size: with it, messages whose
+# byte 60 from the end is 0x80 arrived 60 bytes short and were dropped (docs/node.md).
 os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "SHM?sockets_size=64MB"
 # A domain id of our own per test process (0..101 are valid for Fast DDS on Linux).
 os.environ.setdefault("ROS_DOMAIN_ID", str(40 + os.getpid() % 50))
