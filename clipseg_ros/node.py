@@ -33,7 +33,8 @@ The subscription callback only puts the message into a one-slot mailbox (newest 
 that is replaced before the worker took it counts as *dropped*) and updates counters.  A plain
 worker thread decodes, segments and publishes, so latency does not grow when the camera is
 faster than the model.  The executor (single-threaded) runs the subscription, the diagnostics
-timer and the parameter services.
+timer and the parameter services; :func:`main` survives an exception raised in any of them (it is
+logged and counted as a callback error).
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -74,6 +76,10 @@ LATENCY_WINDOW = 300
 SLOW_FRACTION = 0.5
 #: camera_info messages kept to find the one with an image's stamp.
 CAMERA_INFO_KEEP = 10
+#: A frame stamped more than this many seconds before (or after) the node's clock has a stale
+#: stamp (a bag replayed without use_sim_time, a camera without time sync): its end-to-end latency
+#: means nothing, so it stays out of the latency window and is counted as a stale stamp instead.
+STALE_STAMP_S = 10.0
 
 _DEVICE_RE = re.compile(r"auto|cpu|cuda|cuda:\d+")
 _RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
@@ -135,7 +141,8 @@ PARAMETERS: tuple[_Param, ...] = (
            "Color override: flat r,g,b list, 3 values (0..255) per model class; unset or [] = the "
            "model's palette", constraints="length 3*K, values 0..255"),
     _Param("max_image_pixels", 0, _T.PARAMETER_INTEGER,
-           "Reject input images with more pixels than this; 0 = the codec's limit (64 Mpx)",
+           "Reject input images with more pixels than this, before decoding (compressed: from the "
+           "PNG/JPEG header); 0 = the codec's limit (64 Mpx)",
            int_range=(0, image_codec.MAX_PIXELS)),
     _Param("autostart", True, _T.PARAMETER_BOOL,
            "Walk the lifecycle to active at start-up; false: wait in unconfigured for "
@@ -239,7 +246,7 @@ class _Stats:
     COUNTERS = ("received", "processed", "dropped", "rejected", "inference_errors",
                 "color_computed", "color_published", "overlay_published", "confidence_published",
                 "camera_info_published", "labels_compressed_published", "groups_published",
-                "groups_color_published")
+                "groups_color_published", "stale_stamps", "callback_errors")
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -249,6 +256,7 @@ class _Stats:
         self.e2e_ms: deque = deque(maxlen=LATENCY_WINDOW)
         self.last_rejection = ""
         self.last_error = ""
+        self.last_callback_error = ""
 
     def add(self, **counts) -> None:
         with self.lock:
@@ -262,6 +270,7 @@ class _Stats:
             snap["e2e_ms"] = list(self.e2e_ms)
             snap["last_rejection"] = self.last_rejection
             snap["last_error"] = self.last_error
+            snap["last_callback_error"] = self.last_callback_error
         return snap
 
 
@@ -494,7 +503,8 @@ class SegNode(LifecycleNode):
         self._pub_diag = self._publisher(DiagnosticArray, "/diagnostics", 10)
         self._setup_extras(cfg, self._in_qos, out_qos)
 
-        self._diag_last = (time.monotonic(), 0, 0, 0, 0)   # time, received, processed, rejected, errors
+        # time, received, processed, rejected, inference errors, stale stamps, callback errors
+        self._diag_last = (time.monotonic(), 0, 0, 0, 0, 0, 0)
         self._diag_timer = self.create_timer(cfg.diagnostics_period, self._publish_diagnostics)
 
     def _setup_extras(self, cfg: NodeConfig, in_qos: QoSProfile, out_qos: QoSProfile) -> None:
@@ -669,13 +679,22 @@ class SegNode(LifecycleNode):
 
     def _process(self, msg) -> None:
         cfg = self._cfg
-        if cfg.max_image_pixels and not cfg.input_compressed:
+        if cfg.max_image_pixels:
+            # before decoding: for raw images from the message fields, for compressed ones from
+            # the PNG / JPEG header (a small PNG can declare a huge image)
             try:
-                npx = int(msg.height) * int(msg.width)
+                if cfg.input_compressed:
+                    w, h, codec = image_codec.compressed_size(msg)
+                    where = f" (from its {codec.upper()} header, not decoded)"
+                else:
+                    w, h, where = int(msg.width), int(msg.height), ""
+            except image_codec.ImageDecodeError as exc:
+                self._reject(str(exc))
+                return
             except (TypeError, ValueError):
-                npx = 0
-            if npx > cfg.max_image_pixels:
-                self._reject(f"image {msg.width}x{msg.height} has more than max_image_pixels="
+                w = h = 0
+            if w * h > cfg.max_image_pixels:
+                self._reject(f"image {w}x{h}{where} has more than max_image_pixels="
                              f"{cfg.max_image_pixels} pixels")
                 return
         try:
@@ -701,6 +720,7 @@ class SegNode(LifecycleNode):
         self._publish(self._pub_labels, labels, "mono8", header)
         stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
         e2e_ms = ((self.get_clock().now().nanoseconds - stamp_ns) / 1e6) if stamp_ns else None
+        stale = e2e_ms is not None and abs(e2e_ms) > STALE_STAMP_S * 1000.0
 
         want_color = cfg.publish_color and self._pub_color.get_subscription_count() > 0
         want_overlay = cfg.publish_overlay and self._pub_overlay.get_subscription_count() > 0
@@ -728,8 +748,25 @@ class SegNode(LifecycleNode):
             for k, v in counts.items():
                 setattr(self._stats, k, getattr(self._stats, k) + v)
             self._stats.inference_ms.append(inference_ms)
-            if e2e_ms is not None:
+            if stale:
+                self._stats.stale_stamps += 1
+            elif e2e_ms is not None:
                 self._stats.e2e_ms.append(e2e_ms)
+
+    def callback_failed(self, exc: BaseException) -> None:
+        """Count and log (throttled) an exception that escaped a callback of the executor, e.g.
+        rclpy's own parameter service on a malformed request; :func:`main` then goes on spinning."""
+        where = ""
+        frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ is not None else []
+        if frames:
+            last = frames[-1]
+            where = f" (in {last.name}, {Path(last.filename).name}:{last.lineno})"
+        reason = f"{type(exc).__name__}: {exc}{where}"
+        with self._stats.lock:
+            self._stats.callback_errors += 1
+            self._stats.last_callback_error = reason
+        self.get_logger().error(f"a callback failed and was skipped, the node goes on: {reason}",
+                                throttle_duration_sec=2.0)
 
     # ---- introspection and diagnostics --------------------------------------------------------
     @property
@@ -739,7 +776,8 @@ class SegNode(LifecycleNode):
     @property
     def stats(self) -> dict:
         """A snapshot of the counters: received, processed, dropped, rejected, inference_errors,
-        color_computed, color/overlay/confidence_published, latency windows and last reasons."""
+        color_computed, color/overlay/confidence_published, stale_stamps, callback_errors, latency
+        windows and last reasons."""
         return self._stats.snapshot()
 
     def diagnostic_status(self):
@@ -748,14 +786,16 @@ class SegNode(LifecycleNode):
 
         snap = self._stats.snapshot()
         now = time.monotonic()
-        t_prev, rec_prev, proc_prev, rej_prev, err_prev = self._diag_last
+        t_prev, rec_prev, proc_prev, rej_prev, err_prev, stale_prev, cb_prev = self._diag_last
         self._diag_last = (now, snap["received"], snap["processed"], snap["rejected"],
-                           snap["inference_errors"])
+                           snap["inference_errors"], snap["stale_stamps"], snap["callback_errors"])
         dt = max(now - t_prev, 1e-6)
         in_hz = (snap["received"] - rec_prev) / dt
         out_hz = (snap["processed"] - proc_prev) / dt
         new_rejected = snap["rejected"] - rej_prev
         new_errors = snap["inference_errors"] - err_prev
+        new_stale = snap["stale_stamps"] - stale_prev
+        new_cb_errors = snap["callback_errors"] - cb_prev
         inf = _percentiles(snap["inference_ms"])
         e2e = _percentiles(snap["e2e_ms"])
 
@@ -770,6 +810,14 @@ class SegNode(LifecycleNode):
             st.level, st.message = DiagnosticStatus.ERROR, f"inference failed: {snap['last_error']}"
         elif new_rejected:
             st.level, st.message = DiagnosticStatus.WARN, f"rejecting frames: {snap['last_rejection']}"
+        elif new_cb_errors:
+            st.level, st.message = (DiagnosticStatus.WARN,
+                                    f"a callback failed (skipped): {snap['last_callback_error']}")
+        elif new_stale:
+            st.level, st.message = (DiagnosticStatus.WARN,
+                                    f"{new_stale} frame(s) stamped more than {STALE_STAMP_S:g} s away "
+                                    f"from the node's clock (bag without use_sim_time? camera without "
+                                    f"time sync?); left out of the end-to-end latency")
         elif in_hz >= 1.0 and out_hz < SLOW_FRACTION * in_hz:
             st.level, st.message = (DiagnosticStatus.WARN,
                                     f"processing {out_hz:.1f} of {in_hz:.1f} frames/s")
@@ -784,6 +832,8 @@ class SegNode(LifecycleNode):
             ("frames dropped", str(snap["dropped"])),
             ("frames rejected", str(snap["rejected"])),
             ("inference errors", str(snap["inference_errors"])),
+            ("stale stamps", str(snap["stale_stamps"])),
+            ("callback errors", str(snap["callback_errors"])),
             ("input rate (Hz)", f"{in_hz:.2f}"),
             ("processed rate (Hz)", f"{out_hz:.2f}"),
             ("inference latency median (ms)", ms(inf[0] if inf else None)),
@@ -798,6 +848,7 @@ class SegNode(LifecycleNode):
             ("input topic", self.input_topic),
             ("last rejection reason", snap["last_rejection"] or "none"),
             ("last error", snap["last_error"] or "none"),
+            ("last callback error", snap["last_callback_error"] or "none"),
         ]
         st.values = [KeyValue(key=k, value=v) for k, v in values]
         return st
@@ -821,7 +872,11 @@ def main(argv=None) -> int:
 
     ``seg_node -h`` / ``--help`` prints the topics, the parameter table and examples and returns
     0 before any ROS context exists.  ``argv`` is rclpy's (program name first, default
-    ``sys.argv``); everything else on it goes to ``rclpy.init`` unchanged."""
+    ``sys.argv``); everything else on it goes to ``rclpy.init`` unchanged.
+
+    An exception that escapes a callback while spinning (the node's own callbacks catch theirs;
+    this is for rclpy's, such as the parameter services on a malformed request) is logged with
+    its reason, counted as a callback error in the diagnostics, and the node goes on."""
     from . import node_help
 
     if node_help.wants_help(list(sys.argv if argv is None else argv)[1:]):
@@ -831,7 +886,7 @@ def main(argv=None) -> int:
         except BrokenPipeError:       # seg_node --help | head
             sys.stdout = None
         return 0
-    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
     stop = threading.Event()
@@ -860,7 +915,15 @@ def main(argv=None) -> int:
             executor = SingleThreadedExecutor()
             executor.add_node(node)
             while not stop.is_set() and rclpy.ok() and node.lifecycle_state != "finalized":
-                executor.spin_once(timeout_sec=0.1)
+                try:
+                    executor.spin_once(timeout_sec=0.1)
+                except ExternalShutdownException:
+                    break
+                except Exception as exc:  # noqa: BLE001 - e.g. rclpy's parameter service on a
+                    # malformed request: one bad message from any client must not stop the node.
+                    # Ctrl-C / SIGTERM (the stop event, KeyboardInterrupt) still end the loop.
+                    node.callback_failed(exc)
+                    time.sleep(0.01)
             executor.remove_node(node)
             executor.shutdown(timeout_sec=1.0)
             return 0

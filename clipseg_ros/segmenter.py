@@ -179,6 +179,22 @@ class _OnnxBackend:
         if self.trt_cache is not None and "TensorrtExecutionProvider" in self.providers:
             how = "built" if self.trt_build else "loaded from cache"
             self.engine_note = f"{how} in {time.perf_counter() - t0:.1f} s ({self.trt_cache.folder})"
+        self._check_io(model)
+
+    def _check_io(self, model: ModelFile) -> None:
+        """The graph must take and give what the deploy graph does (its class count was checked
+        against the metadata when the file was opened)."""
+        ins = self.session.get_inputs()
+        outs = {o.name: o for o in self.session.get_outputs()}
+        if (len(ins) != 1 or ins[0].name != ONNX_INPUT or ins[0].type != "tensor(uint8)"
+                or len(ins[0].shape) != 4 or ins[0].shape[3] != 3):
+            got = ", ".join(f"{i.name} {i.type} {i.shape}" for i in ins)
+            raise ModelFileError(model.path, f"model.onnx takes {got}, not one uint8 tensor "
+                                 f"{ONNX_INPUT!r} of shape (N, H, W, 3)")
+        for name, want in zip(ONNX_OUTPUTS, ("tensor(uint8)", "tensor(float)")):
+            if name not in outs or outs[name].type != want:
+                got = ", ".join(f"{o.name} {o.type}" for o in outs.values())
+                raise ModelFileError(model.path, f"model.onnx outputs {got}; expected {name!r} as {want}")
 
     @property
     def batchable(self) -> bool:
