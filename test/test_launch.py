@@ -1,6 +1,9 @@
 """launch/seg.launch.py, config/params.yaml and config/seg.rviz.
 
-The launch description itself needs launch_ros (a ROS installation); the other checks always run:
+The launch description itself needs launch_ros (a ROS installation, not on PyPI), so that test runs
+where launch_ros is installed and skips elsewhere; the installed layout the launch file relies on
+(share/clipseg_ros/{launch,config}, the ament index marker) is checked by the colcon build in
+.ci/colcon_check.sh.  The other checks always run:
 the launch file compiles, params.yaml only names parameters the node declares and is accepted by
 the real node (through ``--params-file``, in a namespace), seg.rviz is a YAML RViz2 config with the
 three Image displays.
@@ -55,75 +58,6 @@ def test_launch_description_generates():
     nodes = [e for e in ld.entities if isinstance(e, Node)]
     executables = [_text(n.node_executable) for n in nodes]
     assert "seg_node" in executables and "rviz2" in executables
-
-
-class _Recorder:
-    """Stands in for a launch / launch_ros class: records how the launch file built it."""
-
-    def __init__(self, *args, **kwargs):
-        self.args, self.kwargs = args, kwargs
-
-
-def _stub_module(name: str, **attrs):
-    import types
-
-    mod = types.ModuleType(name)
-    mod.__dict__.update(attrs)
-    return mod
-
-
-def test_launch_description_logic_with_stand_ins(monkeypatch):
-    """Without launch_ros: run generate_launch_description() against recording stand-ins."""
-    kinds = {n: type(n, (_Recorder,), {}) for n in (
-        "LaunchDescription", "DeclareLaunchArgument", "IfCondition", "LaunchConfiguration",
-        "PathJoinSubstitution", "Node", "ParameterValue")}
-    stubs = {
-        "launch": _stub_module("launch", LaunchDescription=kinds["LaunchDescription"]),
-        "launch.actions": _stub_module("launch.actions", DeclareLaunchArgument=kinds["DeclareLaunchArgument"]),
-        "launch.conditions": _stub_module("launch.conditions", IfCondition=kinds["IfCondition"]),
-        "launch.substitutions": _stub_module("launch.substitutions",
-                                             LaunchConfiguration=kinds["LaunchConfiguration"],
-                                             PathJoinSubstitution=kinds["PathJoinSubstitution"]),
-        "launch_ros": _stub_module("launch_ros"),
-        "launch_ros.actions": _stub_module("launch_ros.actions", Node=kinds["Node"]),
-        "launch_ros.parameter_descriptions": _stub_module("launch_ros.parameter_descriptions",
-                                                          ParameterValue=kinds["ParameterValue"]),
-    }
-    for name, mod in stubs.items():
-        monkeypatch.setitem(__import__("sys").modules, name, mod)
-    ld = _load_launch_module().generate_launch_description()
-    entities = ld.args[0]
-    declared = {a.args[0]: a.kwargs for a in entities if isinstance(a, kinds["DeclareLaunchArgument"])}
-    assert set(declared) == LAUNCH_ARGS
-    assert declared["image"]["default_value"] == "/camera/image_raw"
-    assert declared["input_compressed"]["default_value"] == "false"
-    assert declared["use_rviz"]["default_value"] == "false"
-    params_default = Path(declared["params_file"]["default_value"])
-    assert params_default.name == "params.yaml" and params_default.is_file()   # source tree fallback
-    for d in declared.values():
-        assert d["description"]
-
-    def config_name(sub):
-        return sub.args[0] if isinstance(sub, kinds["LaunchConfiguration"]) else None
-
-    nodes = [e for e in entities if isinstance(e, kinds["Node"])]
-    seg = next(n.kwargs for n in nodes if n.kwargs["executable"] == "seg_node")
-    assert seg["package"] == "clipseg_ros" and seg["name"] == "seg_node"
-    assert config_name(seg["namespace"]) == "namespace"
-    file_param, overrides = seg["parameters"]
-    assert config_name(file_param) == "params_file"
-    assert {k: config_name(v.args[0]) for k, v in overrides.items()} == {
-        "model": "model", "device": "device", "backend": "backend", "input_compressed": "input_compressed"}
-    assert overrides["input_compressed"].kwargs["value_type"] is bool
-    assert overrides["model"].kwargs["value_type"] is str
-    remaps = dict(seg["remappings"])
-    assert config_name(remaps["image"]) == "image"
-    compressed = remaps["image/compressed"]
-    assert config_name(compressed[0]) == "image" and compressed[1] == "/compressed"
-    rviz = next(n.kwargs for n in nodes if n.kwargs["executable"] == "rviz2")
-    assert rviz["arguments"][0] == "-d"
-    assert [str(p) for p in rviz["arguments"][1].args[0][1:]] == ["config", "seg.rviz"]
-    assert config_name(rviz["condition"].args[0]) == "use_rviz"
 
 
 def _params_section() -> dict:
