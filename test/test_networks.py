@@ -321,7 +321,7 @@ def test_onnxruntime_spinning_is_off_by_default_and_can_be_enabled(tmp_path):
         try:
             return seg._backend.session.get_session_options().get_session_config_entry(
                 "session.intra_op.allow_spinning")
-        except Exception:   # unset: ORT's default, spinning on
+        except Exception:  # noqa: BLE001 - unset: ORT's default, spinning on
             return None
 
     off = Segmenter(path, device="cpu", backend="onnxruntime")

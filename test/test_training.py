@@ -87,7 +87,8 @@ def test_two_stages_eval_export_and_runtime(tmp_path, camvid_root):
     assert not torch.allclose(s1["net"]["text_guidance.text_embeddings"],
                               s2_last["net"]["text_guidance.text_embeddings"])
     # optimizer: contexts without weight decay
-    groups = {g["name"]: g for g in s2_last["optimizer"]["param_groups"]} if "name" in s2_last["optimizer"]["param_groups"][0] else None
+    param_groups = s2_last["optimizer"]["param_groups"]
+    groups = {g["name"]: g for g in param_groups} if "name" in param_groups[0] else None
     if groups:
         assert groups["prompt_ctx"]["weight_decay"] == 0.0
 
@@ -223,7 +224,7 @@ def test_resume_after_sigterm_reproduces_uninterrupted_run(tmp_path, camvid_root
     for key, value in ref["net"].items():
         assert torch.allclose(value.float(), resumed["net"][key].float(), atol=1e-6, rtol=0), key
     lines = (out / "stage1" / "log.csv").read_text().splitlines()
-    assert [int(l.split(",")[0]) for l in lines[1:]] == list(range(1, 9))
+    assert [int(line.split(",")[0]) for line in lines[1:]] == list(range(1, 9))
 
 
 def _free_port() -> int:
