@@ -7,7 +7,7 @@
 #
 # colcon-core and colcon-ros come from PyPI into the venv: colcon runs setup.py with the venv's
 # Python, so the installed scripts' shebang is a Python that has rclpy (as /usr/bin/python3 has
-# with a ROS installation).  ament_index_python (PyPI: ros-jazzy-ament-index-python) resolves the
+# with a ROS installation).  ament_index_python (it comes with the rclpy wheels) resolves the
 # package the way ros2 run / ros2 launch do.  No ROS installation is needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,9 +25,9 @@ export ROS_LOG_DIR=$WORK/roslog
 
 fail() { echo "colcon check: FAILED: $*" >&2; exit 1; }
 
-$PIP install -q colcon-core==0.21.3 colcon-ros==0.5.0 ros-jazzy-ament-index-python==1.8.1 2>&1 \
+$PIP install -q colcon-core==0.21.3 colcon-ros==0.5.0 2>&1 \
   | grep -v "^WARNING: Location" || true
-"$PY" -c "import colcon_core, colcon_ros, ament_index_python" || fail "colcon-core / colcon-ros did not install"
+"$PY" -c "import colcon_core, colcon_ros, ament_index_python" || fail "colcon-core / colcon-ros / ament_index_python missing"
 
 # A workspace with the package's committed files (what a clone into src/ would have).
 mkdir -p "$WORK/ws/src/clipseg_ros"
