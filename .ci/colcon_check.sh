@@ -45,6 +45,9 @@ for f in share/ament_index/resource_index/packages/clipseg_ros share/clipseg_ros
          share/clipseg_ros/config/seg.rviz; do
   [ -f "$PREFIX/$f" ] || fail "missing $f in the install"
 done
+for f in $(cd "$WORK/ws/src/clipseg_ros" && ls launch/*.launch.py config/*); do   # every launch and config file
+  [ -f "$PREFIX/share/clipseg_ros/$f" ] || fail "missing share/clipseg_ros/$f in the install"
+done
 [ -x "$PREFIX/lib/clipseg_ros/seg_node" ] || fail "lib/clipseg_ros/seg_node is not an executable file"
 # the environment a user gets from `source install/setup.bash`
 # shellcheck disable=SC1091

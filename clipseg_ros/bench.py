@@ -1402,6 +1402,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Creates ROS contexts for the publish and memory sections but does not set any "
                     "DDS variable: `make bench` keeps DDS on this machine.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--train", action="store_true",
+                   help="training throughput instead (clipseg-bench --train --help for its options)")
     p.add_argument("--sizes", default=None, help=f"frame = model input sizes WxH (default {DEFAULT_SIZES}; "
                    f"--quick: {QUICK_SIZES})")
     p.add_argument("--models", default=None,
@@ -1611,6 +1613,18 @@ def print_summary(result: dict, out: Path) -> None:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--train" in argv:
+        # Training throughput lives with the training code (a robot installs only the runtime;
+        # this import happens only for --train).
+        argv.remove("--train")
+        try:
+            from clipseg_training.train_bench import main as train_main
+        except ImportError as exc:
+            print(f"clipseg-bench --train needs the training package (pip install '.[train]'): {exc}",
+                  file=sys.stderr)
+            return 2
+        return train_main(argv)
     opts = parse_args(argv)
     try:
         result = run_bench(opts)

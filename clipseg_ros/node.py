@@ -15,6 +15,13 @@ Topics (``~`` is the node's name, ``/seg_node`` by default)
 * out ``~/confidence`` 32FC1 max softmax probability in [0, 1].  The publisher always exists;
   it is used only when ``publish_confidence`` is true.
 * out ``/diagnostics`` ``diagnostic_msgs/DiagnosticArray`` every ``diagnostics_period`` seconds.
+* in  ``camera_info`` (``sensor_msgs/CameraInfo``), the sibling of the image topic (``/cam/image_raw``
+  -> ``/cam/camera_info``); out ``~/camera_info``, a copy with each labels message's header
+  (K, P, ROI scaled should the label size differ from the input).  Without it: not published,
+  a one-time notice.
+* out ``~/labels/compressed`` ``CompressedImage`` "mono8; png compressed" (lossless), while subscribed.
+* out ``~/groups`` mono8 group index per pixel (255 = no group) and ``~/groups/color`` rgb8 (while
+  subscribed), with ``label_groups`` (a YAML file, see ``label_groups.py``).
 
 Output QoS: reliable (``output_qos_reliability``), keep last, depth 1.  Every output carries the
 input header (stamp and frame_id) unchanged.  Color / overlay / confidence are computed only when
@@ -43,6 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from . import image_codec, visualize
+from . import camera_info as _caminfo, label_codec, label_groups as _groups
 from .model_file import ModelFileError
 from .segmenter import Segmenter, SegmenterConfigError
 
@@ -64,6 +72,8 @@ NODE_NAME = "seg_node"
 LATENCY_WINDOW = 300
 #: A processed rate below this fraction of the input rate makes the diagnostics WARN.
 SLOW_FRACTION = 0.5
+#: camera_info messages kept to find the one with an image's stamp.
+CAMERA_INFO_KEEP = 10
 
 _DEVICE_RE = re.compile(r"auto|cpu|cuda|cuda:\d+")
 _RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
@@ -93,9 +103,12 @@ _T = ParameterType
 PARAMETERS: tuple[_Param, ...] = (
     _Param("model", "", _T.PARAMETER_STRING,
            "Path of the .clipseg model file; empty = the package's default model", read_only=True),
-    _Param("device", "auto", _T.PARAMETER_STRING, "Inference device", read_only=True,
+    _Param("device", "auto", _T.PARAMETER_STRING,
+           "Inference device; auto = the first CUDA device if there is one, else cpu", read_only=True,
            constraints="auto | cpu | cuda | cuda:N"),
-    _Param("backend", "auto", _T.PARAMETER_STRING, "Inference backend", read_only=True,
+    _Param("backend", "auto", _T.PARAMETER_STRING,
+           "Inference backend; auto = ONNX Runtime on CPU, PyTorch or ONNX Runtime (CUDA / TensorRT) "
+           "on a GPU", read_only=True,
            constraints="auto | torch | onnxruntime"),
     _Param("precision", "fp32", _T.PARAMETER_STRING, "Inference precision (fp16 needs CUDA)",
            read_only=True, constraints="fp32 | fp16"),
@@ -112,7 +125,8 @@ PARAMETERS: tuple[_Param, ...] = (
            constraints="best_effort | reliable"),
     _Param("diagnostics_period", 1.0, _T.PARAMETER_DOUBLE, "Seconds between /diagnostics messages",
            read_only=True, float_range=(0.05, 3600.0)),
-    _Param("overlay_alpha", 0.5, _T.PARAMETER_DOUBLE, "Weight of the color mask in ~/overlay",
+    _Param("overlay_alpha", 0.5, _T.PARAMETER_DOUBLE,
+           "Weight of the color mask in ~/overlay: 0 = the camera image, 1 = the color mask",
            float_range=(0.0, 1.0)),
     _Param("publish_color", True, _T.PARAMETER_BOOL, "Publish ~/color (when subscribed)"),
     _Param("publish_overlay", True, _T.PARAMETER_BOOL, "Publish ~/overlay (when subscribed)"),
@@ -123,6 +137,9 @@ PARAMETERS: tuple[_Param, ...] = (
     _Param("max_image_pixels", 0, _T.PARAMETER_INTEGER,
            "Reject input images with more pixels than this; 0 = the codec's limit (64 Mpx)",
            int_range=(0, image_codec.MAX_PIXELS)),
+    _Param("label_groups", "", _T.PARAMETER_STRING,
+           "YAML file mapping model classes to groups for ~/groups and ~/groups/color; "
+           "empty = no groups", read_only=True, constraints="path or empty"),
 )
 PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
 _BY_NAME = {p.name: p for p in PARAMETERS}
@@ -150,6 +167,7 @@ class NodeConfig:
     publish_confidence: bool = False
     palette: tuple = field(default_factory=tuple)
     max_image_pixels: int = 0
+    label_groups: str = ""
 
     def model_path(self) -> Path:
         return Path(self.model).expanduser() if self.model else DEFAULT_MODEL
@@ -215,7 +233,9 @@ class _Stats:
     """Counters and latency windows, shared by the callback, the worker and the diagnostics timer."""
 
     COUNTERS = ("received", "processed", "dropped", "rejected", "inference_errors",
-                "color_computed", "color_published", "overlay_published", "confidence_published")
+                "color_computed", "color_published", "overlay_published", "confidence_published",
+                "camera_info_published", "labels_compressed_published", "groups_published",
+                "groups_color_published")
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -290,7 +310,8 @@ class SegNode(Node):
                                f"(--ros-args -p model:=/path/to/model.clipseg)")
         try:
             self.segmenter = Segmenter(path, device=cfg.device, backend=cfg.backend,
-                                       precision=cfg.precision, threads=cfg.threads or None)
+                                       precision=cfg.precision, threads=cfg.threads or None,
+                                       log=self.get_logger().info)
         except ModelFileError as exc:
             raise StartupError(f"cannot load the model: {exc}") from None
         except SegmenterConfigError as exc:
@@ -304,6 +325,13 @@ class SegNode(Node):
         if reason:
             raise StartupError(f"parameter palette: {reason}")
         self.model_path = str(path)
+        self._groups = None
+        if cfg.label_groups:
+            try:
+                self._groups = _groups.load_label_groups(cfg.label_groups, self.segmenter.class_names,
+                                                         self.segmenter.palette)
+            except _groups.LabelGroupsError as exc:
+                raise StartupError(f"parameter label_groups: {exc}") from None
         self._cfg = cfg
         self._colorizer = self._make_colorizer(cfg.palette)
         self._buffers: dict[str, np.ndarray] = {}
@@ -327,6 +355,7 @@ class SegNode(Node):
             self._decode = image_codec.image_to_rgb
             self._sub = self.create_subscription(Image, "image", self._on_image, in_qos)
         self.input_topic = self._sub.topic_name
+        self._setup_extras(cfg, in_qos, out_qos)
 
         self._diag_last = (time.monotonic(), 0, 0, 0, 0)   # time, received, processed, rejected, errors
         self._diag_timer = self.create_timer(cfg.diagnostics_period, self._publish_diagnostics)
@@ -336,6 +365,74 @@ class SegNode(Node):
             f"segmenting {self.input_topic} with {self.model_path} ({self.num_classes} classes, "
             f"{self.segmenter.description}); publishing {self._pub_labels.topic_name} "
             f"[color, overlay{', confidence' if cfg.publish_confidence else ''}]")
+
+    def _setup_extras(self, cfg: NodeConfig, in_qos: QoSProfile, out_qos: QoSProfile) -> None:
+        """camera_info in and out, ~/labels/compressed, ~/groups and ~/groups/color."""
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+        self._CompressedImage = CompressedImage
+        self._pub_labels_compressed = self.create_publisher(CompressedImage, "~/labels/compressed",
+                                                            out_qos)
+        self._pub_groups = self.create_publisher(Image, "~/groups", out_qos)
+        self._pub_groups_color = self.create_publisher(Image, "~/groups/color", out_qos)
+        self._pub_camera_info = self.create_publisher(CameraInfo, "~/camera_info", out_qos)
+        self._caminfo_lock = threading.Lock()
+        self._caminfos: deque = deque(maxlen=CAMERA_INFO_KEEP)
+        self._caminfo_notice = False
+        self.camera_info_topic = _caminfo.camera_info_topic(self.input_topic, cfg.input_compressed)
+        info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, reliability=in_qos.reliability,
+                              depth=max(cfg.qos_depth, CAMERA_INFO_KEEP))
+        self._sub_camera_info = self.create_subscription(CameraInfo, self.camera_info_topic,
+                                                         self._on_camera_info, info_qos)
+        if self._groups is not None:
+            self._groups_colorizer = visualize.Colorizer(self._groups.palette)
+            unmapped = ", ".join(self._groups.unmapped)
+            self.get_logger().info(
+                f"label groups from {self._groups.source}: "
+                + ", ".join(f"{n}={g}" for g, n in enumerate(self._groups.names))
+                + (f"; in no group (255): {unmapped}" if unmapped else ""))
+
+    def _on_camera_info(self, msg) -> None:
+        with self._caminfo_lock:
+            self._caminfos.append(msg)
+
+    def _camera_info_for(self, header):
+        """The camera_info with the image's stamp if one came, else the newest (None: none yet)."""
+        want = (header.stamp.sec, header.stamp.nanosec)
+        with self._caminfo_lock:
+            if not self._caminfos:
+                return None
+            for info in reversed(self._caminfos):
+                if (info.header.stamp.sec, info.header.stamp.nanosec) == want:
+                    return info
+            return self._caminfos[-1]
+
+    def _publish_extras(self, labels: np.ndarray, header, in_size: tuple, counts: dict) -> None:
+        """The outputs derived from the labels: ~/camera_info, ~/labels/compressed, ~/groups."""
+        h, w = labels.shape
+        info = self._camera_info_for(header)
+        if info is not None:
+            self._pub_camera_info.publish(_caminfo.for_labels(info, header, in_size, (w, h)))
+            counts["camera_info_published"] = 1
+        elif not self._caminfo_notice:
+            self._caminfo_notice = True
+            self.get_logger().info(
+                f"no camera_info on {self.camera_info_topic}: ~/camera_info is not published until "
+                f"one arrives; the other outputs are unchanged")
+        if self._pub_labels_compressed.get_subscription_count() > 0:
+            msg = self._CompressedImage(header=header, format=label_codec.LABELS_PNG_FORMAT)
+            msg.data = label_codec.encode_labels_png(labels)
+            self._pub_labels_compressed.publish(msg)
+            counts["labels_compressed_published"] = 1
+        if self._groups is not None:
+            groups = self._groups.apply(labels, out=self._buffer("groups", (h, w)))
+            self._publish(self._pub_groups, groups, "mono8", header)
+            counts["groups_published"] = 1
+            if self._pub_groups_color.get_subscription_count() > 0:
+                color = self._groups_colorizer.colorize(groups,
+                                                        out=self._buffer("groups_color", (h, w, 3)))
+                self._publish(self._pub_groups_color, color, "rgb8", header)
+                counts["groups_color_published"] = 1
 
     def _declare_parameters(self) -> NodeConfig:
         values = {}
@@ -480,6 +577,7 @@ class SegNode(Node):
         want_color = cfg.publish_color and self._pub_color.get_subscription_count() > 0
         want_overlay = cfg.publish_overlay and self._pub_overlay.get_subscription_count() > 0
         counts = {"processed": 1}
+        self._publish_extras(labels, header, (w, h), counts)
         if want_color or want_overlay:
             color = self._colorizer.colorize(labels, out=self._buffer("color", (h, w, 3)))
             counts["color_computed"] = 1
@@ -565,6 +663,7 @@ class SegNode(Node):
             ("end-to-end latency median (ms)", ms(e2e[0] if e2e else None)),
             ("end-to-end latency p95 (ms)", ms(e2e[1] if e2e else None)),
             ("backend", self.segmenter.description),
+            ("tensorrt engine", self.segmenter.engine_note or "not used"),
             ("device", self.segmenter.device),
             ("model", self.model_path),
             ("input topic", self.input_topic),
@@ -589,7 +688,20 @@ class SegNode(Node):
 
 def main(argv=None) -> int:
     """``seg_node [--ros-args ...]``: run the node until Ctrl-C / SIGTERM; 0 on a clean stop,
-    1 when the node cannot start (the reason is logged), 2 on bad command-line arguments."""
+    1 when the node cannot start (the reason is logged), 2 on bad command-line arguments.
+
+    ``seg_node -h`` / ``--help`` prints the topics, the parameter table and examples and returns
+    0 before any ROS context exists.  ``argv`` is rclpy's (program name first, default
+    ``sys.argv``); everything else on it goes to ``rclpy.init`` unchanged."""
+    from . import node_help
+
+    if node_help.wants_help(list(sys.argv if argv is None else argv)[1:]):
+        try:
+            sys.stdout.write(node_help.format_help(PARAMETERS))
+            sys.stdout.flush()
+        except BrokenPipeError:       # seg_node --help | head
+            sys.stdout = None
+        return 0
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 

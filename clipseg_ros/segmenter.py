@@ -123,7 +123,7 @@ class _OnnxBackend:
     name = "onnxruntime"
 
     def __init__(self, model: ModelFile, device: str, precision: str, threads: int | None,
-                 trt_cache_dir: str | None, spin: bool = False):
+                 trt_cache_dir: str | None, spin: bool = False, log=None):
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -133,14 +133,18 @@ class _OnnxBackend:
             raise SegmenterConfigError(f"model file {model.path} has no ONNX graph; use backend torch")
         available = ort.get_available_providers()
         providers: list = []
+        self.trt_cache = None
+        self.trt_build = False
+        self.engine_note: str | None = None
         if device.startswith("cuda"):
             dev_id = int(device.split(":")[1]) if ":" in device else 0
             if "TensorrtExecutionProvider" in available:
-                cache = trt_cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "clipseg_ros", "trt")
-                os.makedirs(cache, exist_ok=True)
-                providers.append(("TensorrtExecutionProvider", {
-                    "device_id": dev_id, "trt_engine_cache_enable": True,
-                    "trt_engine_cache_path": cache, "trt_fp16_enable": precision == "fp16"}))
+                from .tensorrt_cache import tensorrt_cache
+
+                self.trt_cache = tensorrt_cache(model.path, trt_cache_dir)
+                self.trt_build = not self.trt_cache.has_engine
+                providers.append(("TensorrtExecutionProvider",
+                                  self.trt_cache.provider_options(dev_id, precision == "fp16")))
             if "CUDAExecutionProvider" in available:
                 providers.append(("CUDAExecutionProvider", {"device_id": dev_id}))
             if not providers:
@@ -160,8 +164,14 @@ class _OnnxBackend:
             # taking the cores the node's decode/colorize/publish work (and everything else on a
             # small robot computer) needs.
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        t0 = time.perf_counter()
+        if self.trt_build and log is not None:
+            log(self.trt_cache.build_notice())
         self.session = ort.InferenceSession(model.onnx_bytes, sess_options=opts, providers=providers)
         self.providers = self.session.get_providers()
+        if self.trt_cache is not None and "TensorrtExecutionProvider" in self.providers:
+            how = "built" if self.trt_build else "loaded from cache"
+            self.engine_note = f"{how} in {time.perf_counter() - t0:.1f} s ({self.trt_cache.folder})"
 
     def __call__(self, image: np.ndarray, want_confidence: bool):
         names = list(ONNX_OUTPUTS) if want_confidence else [ONNX_OUTPUTS[0]]
@@ -179,7 +189,9 @@ class Segmenter:
 
     def __init__(self, model_path, device: str = "auto", backend: str = "auto",
                  precision: str = "fp32", threads: int | None = None,
-                 trt_cache_dir: str | None = None, ort_spinning: bool = False):
+                 trt_cache_dir: str | None = None, ort_spinning: bool = False, log=None):
+        """``log``: a callable for start-up notices (the node passes its logger), e.g. that a
+        TensorRT engine is being built."""
         self.model_path = Path(model_path)
         self.model = ModelFile(model_path)          # raises ModelFileError with the file's name
         self.meta = self.model.meta
@@ -197,7 +209,7 @@ class Segmenter:
             self._backend = _TorchBackend(self.model, self.device, precision, threads)
         else:
             self._backend = _OnnxBackend(self.model, self.device, precision, threads, trt_cache_dir,
-                                         spin=ort_spinning)
+                                         spin=ort_spinning, log=log)
         self.backend = self._backend.name
         self.class_names = list(self.meta.class_names)
         self.palette = np.asarray(self.meta.palette, dtype=np.uint8)
@@ -226,6 +238,11 @@ class Segmenter:
         raise SegmenterConfigError(
             f"no usable backend for {self.model_path}: install onnxruntime (file has ONNX: "
             f"{self.model.onnx_bytes is not None}) or torch (file has weights: {self.model.has_torch_weights})")
+
+    @property
+    def engine_note(self) -> str | None:
+        """How the TensorRT engine came to be (built / loaded from cache, seconds, folder), or None."""
+        return getattr(self._backend, "engine_note", None)
 
     @property
     def description(self) -> str:

@@ -15,14 +15,19 @@ Arguments
 ``namespace``         namespace of the node (outputs become ``<namespace>/seg_node/...``)
 ``params_file``       parameters YAML (default: the installed ``config/params.yaml``); the
                       arguments above override the values in it
-``use_rviz``          start rviz2 with ``config/seg.rviz``
+``use_rviz``          start rviz2 showing the input, ``~/overlay`` and ``~/color`` of this node:
+                      ``config/seg.rviz`` rendered at launch time for the ``image``,
+                      ``input_compressed`` and ``namespace`` given (``clipseg_ros.rviz_config``)
 """
+import atexit
+import os
+import sys
 from pathlib import Path
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
@@ -67,7 +72,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("params_file", default_value=str(Path(share) / "config" / "params.yaml"),
                               description="Parameters YAML for seg_node"),
         DeclareLaunchArgument("use_rviz", default_value="false", choices=["true", "false"],
-                              description="Start rviz2 with config/seg.rviz"),
+                              description="Start rviz2 on the input, ~/overlay and ~/color of this "
+                                          "node (config/seg.rviz rendered for image and namespace)"),
     ]
 
     seg_node = Node(
@@ -94,13 +100,39 @@ def generate_launch_description() -> LaunchDescription:
         ],
     )
 
-    rviz = Node(
-        package="rviz2",
-        executable="rviz2",
-        name="rviz2",
-        arguments=["-d", PathJoinSubstitution([share, "config", "seg.rviz"])],
-        output="screen",
-        condition=IfCondition(use_rviz),
-    )
+    # RViz needs the topics this launch actually wired, known only once the arguments are
+    # evaluated: render config/seg.rviz then (nothing is written without use_rviz:=true).
+    rviz = OpaqueFunction(function=_rviz_actions, args=[share], condition=IfCondition(use_rviz))
 
     return LaunchDescription(args + [seg_node, rviz])
+
+
+def _rviz_config_module():
+    try:
+        from clipseg_ros import rviz_config
+    except ImportError:       # launched from the source tree without the package installed
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from clipseg_ros import rviz_config
+    return rviz_config
+
+
+def _rviz_actions(context, share):
+    """The rviz2 node, on ``config/seg.rviz`` rendered for this launch's arguments."""
+    def arg(name):
+        return LaunchConfiguration(name).perform(context)
+
+    rviz_config = _rviz_config_module()
+    path = rviz_config.write_rviz_config(
+        os.path.join(share, "config", "seg.rviz"),
+        image=arg("image"), namespace=arg("namespace"),
+        input_compressed=arg("input_compressed").strip().lower() == "true")
+    atexit.register(_remove, str(path))
+    return [Node(package="rviz2", executable="rviz2", name="rviz2", arguments=["-d", str(path)],
+                 output="screen")]
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -1,9 +1,10 @@
 """launch/seg.launch.py, config/params.yaml and config/seg.rviz.
 
 The launch description itself needs launch_ros (a ROS installation, not on PyPI), so that test runs
-where launch_ros is installed and skips elsewhere; the installed layout the launch file relies on
-(share/clipseg_ros/{launch,config}, the ament index marker) is checked by the colcon build in
-.ci/colcon_check.sh.  The other checks always run:
+where launch_ros is installed and skips elsewhere; the RViz view the launch file writes is
+clipseg_ros.rviz_config, tested on the real template in test_rviz_config.py; the installed layout
+the launch file relies on (share/clipseg_ros/{launch,config}, the ament index marker) is checked by
+the colcon build in .ci/colcon_check.sh.  The other checks always run:
 the launch file compiles, params.yaml only names parameters the node declares and is accepted by
 the real node (through ``--params-file``, in a namespace), seg.rviz is a YAML RViz2 config with the
 three Image displays.
@@ -57,7 +58,17 @@ def test_launch_description_generates():
     assert _text(args["image"].default_value) == "/camera/image_raw"
     nodes = [e for e in ld.entities if isinstance(e, Node)]
     executables = [_text(n.node_executable) for n in nodes]
-    assert "seg_node" in executables and "rviz2" in executables
+    assert "seg_node" in executables
+    # rviz2 comes from an OpaqueFunction that renders config/seg.rviz for the arguments
+    from launch import LaunchContext
+    from launch.actions import OpaqueFunction
+
+    opaque, = [e for e in ld.entities if isinstance(e, OpaqueFunction)]
+    context = LaunchContext()
+    context.launch_configurations.update(
+        {"image": "/front/image_raw", "namespace": "front", "input_compressed": "false"})
+    rviz, = opaque.execute(context)
+    assert isinstance(rviz, Node) and _text(rviz.node_executable) == "rviz2"
 
 
 def _params_section() -> dict:
@@ -88,7 +99,7 @@ _CHANGED = {"device": "cpu", "backend": "onnxruntime", "precision": "fp32", "thr
             "input_compressed": True, "qos_reliability": "reliable", "qos_depth": 3,
             "output_qos_reliability": "best_effort", "diagnostics_period": 2.5, "overlay_alpha": 0.25,
             "publish_color": False, "publish_overlay": False, "publish_confidence": True,
-            "max_image_pixels": 123456}
+            "max_image_pixels": 123456, "label_groups": "(a file written by the test)"}
 
 
 @pytest.mark.parametrize("variant", ["as_shipped", "changed"])
@@ -105,6 +116,10 @@ def test_the_node_accepts_params_yaml(variant, tmp_path):
     if variant == "changed":
         assert set(params) <= set(_CHANGED), "add the new parameter to _CHANGED"
         params = {k: _CHANGED[k] for k in params}
+        if "label_groups" in params:        # a groups file for known_model's class0..class3
+            groups = tmp_path / "groups.yaml"
+            groups.write_text("first: [class0, class2]\nsecond: [class1]\n")
+            params["label_groups"] = str(groups)
         for k, v in params.items():
             assert v != _params_section()[k] or k == "precision", k   # fp16 needs CUDA
         data = yaml.safe_load(PARAMS.read_text())

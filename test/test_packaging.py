@@ -88,8 +88,10 @@ def test_setup_installs_what_ros2_run_and_launch_need(setup_kwargs):
     assert files["share/ament_index/resource_index/packages"] == ["clipseg_ros"]
     assert (REPO / "resource" / "clipseg_ros").is_file()
     assert files["share/clipseg_ros"] == ["package.xml"]
-    assert files["share/clipseg_ros/launch"] == ["seg.launch.py"]
-    assert files["share/clipseg_ros/config"] == ["params.yaml", "seg.rviz"]
+    assert files["share/clipseg_ros/launch"] == sorted(p.name for p in (REPO / "launch").glob("*.py"))
+    assert "seg.launch.py" in files["share/clipseg_ros/launch"]
+    assert files["share/clipseg_ros/config"] == sorted(p.name for p in (REPO / "config").iterdir())
+    assert {"params.yaml", "seg.rviz"} <= set(files["share/clipseg_ros/config"])
     assert "seg_node = clipseg_ros.node:main" in setup_kwargs["entry_points"]["console_scripts"]
     # the console scripts go where `ros2 run clipseg_ros <exe>` looks: lib/clipseg_ros
     cfg = (REPO / "setup.cfg").read_text()

@@ -131,6 +131,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self._invalid = ~valid_out[mapped]               # by raw value
         fits8 = self.num_classes <= 256 and 0 <= self.ignore_index <= 255
         self._out_dtype = np.uint8 if fits8 else np.uint16
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     # ------------------------------------------------------------------ index
     def __len__(self) -> int:
@@ -139,6 +140,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def limit(self, n: int) -> "SegmentationDataset":
         """Keep only the first ``n`` pairs (smoke tests, quick runs)."""
         self.pairs = self.pairs[: max(0, int(n))]
+        self._cache = {i: v for i, v in self._cache.items() if i < len(self.pairs)}
         return self
 
     def describe(self) -> str:
@@ -182,8 +184,61 @@ class SegmentationDataset(torch.utils.data.Dataset):
         return out.astype(self._out_dtype, copy=False)
 
     # ------------------------------------------------------------------ items
+    # ------------------------------------------------------------------ cache
+    def cache(self, max_mb: float, progress: bool = False, threads: int | None = None) -> dict:
+        """Decode pairs into RAM (uint8 image and mapped label, read-only) until ``max_mb`` is
+        reached, so training decodes each file once per run instead of once per epoch.
+
+        Filled in the main process before the loaders start: forked loader workers share the
+        arrays.  The cached arrays are the very arrays :meth:`load` would return, so augmentation
+        sees identical inputs (they are marked read-only: a transform that wrote into its input
+        would fail loudly instead of corrupting later epochs).  Returns what was cached.
+        """
+        budget = float(max_mb) * 2**20
+        used = sum(a.nbytes + b.nbytes for a, b in self._cache.values())
+        todo = [i for i in range(len(self)) if i not in self._cache]
+        if budget <= 0 or not todo:
+            return self.cache_info()
+        it = todo
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=len(todo), desc=f"cache {self.split or self.name}", unit="img",
+                       leave=False, dynamic_ncols=True)
+        n_threads = threads or min(4, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=n_threads) as pool:
+            # in chunks, so the budget is checked without decoding far past it
+            for start in range(0, len(it), 4 * n_threads):
+                chunk = it[start:start + 4 * n_threads]
+                for i, (image, label) in zip(chunk, pool.map(self._decode, chunk)):
+                    size = image.nbytes + label.nbytes
+                    if used + size > budget:
+                        break
+                    image.flags.writeable = False
+                    label.flags.writeable = False
+                    self._cache[i] = (image, label)
+                    used += size
+                    if bar is not None:
+                        bar.update(1)
+                else:
+                    continue
+                break
+        if bar is not None:
+            bar.close()
+        return self.cache_info()
+
+    def cache_info(self) -> dict:
+        used = sum(a.nbytes + b.nbytes for a, b in self._cache.values())
+        return {"cached": len(self._cache), "total": len(self), "mb": round(used / 2**20, 1)}
+
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The untransformed pair: RGB uint8 ``H x W x 3`` and mapped label ``H x W``."""
+        hit = self._cache.get(index)
+        if hit is not None:
+            return hit
+        return self._decode(index)
+
+    def _decode(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         img_path, lab_path = self.pairs[index]
         image = cv2.imread(str(img_path), cv2.IMREAD_COLOR)
         if image is None:

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -46,8 +47,12 @@ def predict_logits(net, images: torch.Tensor, text=None, flip: bool = False,
 
 @torch.no_grad()
 def evaluate(net, loader, num_classes: int, device, text=None, flip=False, scales=(1.0,),
-             progress: bool = False, distributed: bool = False, head: str = "logits") -> ConfusionMatrix:
-    """Accumulate a confusion matrix over ``loader`` (dicts with image, label)."""
+             progress: bool = False, distributed: bool = False, head: str = "logits",
+             autocast=None, memory_format=torch.contiguous_format) -> ConfusionMatrix:
+    """Accumulate a confusion matrix over ``loader`` (dicts with image, label; or lists of such
+    dicts, for batches of differently sized frames).  ``autocast``: a callable returning the
+    context the forward passes run in (the training precision); the softmax, the upsampling and
+    the argmax run on fp32 logits."""
     was_training = net.training
     net.eval()
     cm = ConfusionMatrix(num_classes)
@@ -56,12 +61,14 @@ def evaluate(net, loader, num_classes: int, device, text=None, flip=False, scale
         from tqdm import tqdm
         it = tqdm(loader, desc="eval", unit="batch", leave=False, dynamic_ncols=True)
     for batch in it:
-        images = batch["image"].to(device, non_blocking=True)
-        labels = batch["label"]
-        # images may be resized (data.eval_size); predictions are compared at label resolution
-        pred = predict_logits(net, images, text, flip, scales, out_size=labels.shape[-2:], head=head).argmax(1)
-        pred = pred.cpu().numpy()
-        cm.update(pred, labels.numpy())
+        for part in batch if isinstance(batch, list) else [batch]:
+            images = part["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            labels = part["label"]
+            # images may be resized (data.eval_size); predictions are compared at label resolution
+            with autocast() if autocast is not None else nullcontext():
+                prob = predict_logits(net, images, text, flip, scales, out_size=labels.shape[-2:], head=head)
+            pred = prob.float().argmax(1).cpu().numpy()
+            cm.update(pred, labels.numpy())
     if distributed and torch.distributed.is_initialized():
         counts = torch.from_numpy(cm.counts.copy())
         torch.distributed.all_reduce(counts)

@@ -28,6 +28,9 @@ from pathlib import Path
 import numpy as np
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
+#: how this (13-epoch) experiment scores a run; the decisive experiment scores differently
+SCORING = ("best validation evaluation (val mIoU, %; the checkpoint is selected on the reporting "
+           "split, so the number is optimistic)")
 
 
 @dataclass(frozen=True)
@@ -236,8 +239,18 @@ def collect(rows, root: Path, carry: dict | None = None, ablate: bool = False) -
                 runs.append({**old, "carried": True})
         runs.sort(key=lambda r: r["seed"])
         mious = np.array([r["miou"] for r in runs], dtype=float)
+        from .config import load_config
+
+        cfg = load_config(CONFIGS / row.config, list(row.overrides))
+        iters = int(cfg["stage2" if row.report_stage == "stage2" else "stage1"]["iters"])
+        bs = int(cfg["data"]["batch_size"])
+        total = iters + (int(cfg["stage1"]["iters"]) if row.report_stage == "stage2" else 0)
         out[row.name] = {
             "label": row.label, "config": row.config, "runs": runs, "n": len(runs),
+            "iters": iters, "batch_size": bs, "crop_size": list(cfg["data"]["crop_size"]),
+            "epochs": round(total * bs / 367, 1),
+            "scoring": SCORING,
+            "per_seed": {str(r["seed"]): r["miou"] for r in runs},
             "miou_mean": float(mious.mean()) if len(runs) else None,
             "miou_std": float(mious.std(ddof=1)) if len(runs) > 1 else None,
             "iou_mean": (np.nanmean([r["iou"] for r in runs if r["iou"]], axis=0).tolist()

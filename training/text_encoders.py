@@ -25,6 +25,8 @@ even when a parent module calls ``.train()`` (BERT has dropout).
 """
 from __future__ import annotations
 
+import hashlib
+
 import importlib.util
 import os
 from pathlib import Path
@@ -565,7 +567,33 @@ class PrecomputedTextEncoder(TextEncoder):
 # ================================================================================================
 # factory
 # ================================================================================================
+class RandomTextEncoder(TextEncoder):
+    """A control, not a text encoder: each class gets a fixed random unit vector (seeded from
+    ``seed`` and the class name), nearly orthogonal to the others in high dimension.  Training
+    against it isolates the effect of the auxiliary textual loss and the extra score-map channels
+    from the effect of CLIP's knowledge.  Stage 1 only."""
+
+    supports_prompt_learning = False
+
+    def __init__(self, dim: int = 1024, seed: int = 0, device: Union[str, torch.device] = "cpu"):
+        super().__init__()
+        if int(dim) < 1:
+            raise ValueError(f"random text embeddings need a positive width, got {dim}")
+        self.embed_dim = int(dim)
+        self.seed = int(seed)
+        self._device = torch.device(device)
+
+    def encode_class_names(self, class_names: Sequence[str]) -> torch.Tensor:
+        rows = []
+        for name in _check_class_names(class_names):
+            digest = int.from_bytes(hashlib.sha256(f"{self.seed}:{name.lower()}".encode()).digest()[:8], "little")
+            g = torch.Generator().manual_seed(digest % (2**63))
+            rows.append(torch.randn(self.embed_dim, generator=g))
+        return F.normalize(torch.stack(rows), dim=-1).to(self._device)
+
+
 _ENCODERS = {
+    "random": (RandomTextEncoder, {"dim", "seed", "device"}),
     "open_clip": (OpenClipTextEncoder, {"model_name", "pretrained", "device", "quick_gelu", "cache_dir",
                                         "precision", "weights_only", "truncate", "prompt_suffix"}),
     "hf": (HFTextEncoder, {"model_dir", "pooling", "max_length", "device"}),

@@ -22,7 +22,6 @@ import signal
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,7 @@ from clipseg_ros.model_file import current_umask
 
 from .config import ConfigError, dump_config, load_config
 from .losses import SegmentationCriterion
+from .precision import resolve_precision
 from .stages import TrainModule, build_stage, param_groups, poly_warmup_factor
 
 STAGE_CHOICES = ("baseline", "stage1", "stage2", "both")
@@ -136,7 +136,8 @@ def build_data(cfg: dict, rank: int, world: int, validate: bool):
     train_set = build_dataset(
         d["dataset"], d["root"], d["train_split"],
         train_preset(crop_size=tuple(d["crop_size"]), scale_range=tuple(d["scale_range"]),
-                     mean=d["mean"], std=d["std"]), **common)
+                     mean=d["mean"], std=d["std"], cat_max_ratio=d["cat_max_ratio"],
+                     scale_step=d["scale_step"]), **common)
     val_set = None
     if d["val_split"]:
         val_set = build_dataset(d["dataset"], d["root"], d["val_split"],
@@ -149,6 +150,18 @@ def build_data(cfg: dict, rank: int, world: int, validate: bool):
         validate_index(train_set, progress=cfg["run"]["progress"])
         if val_set is not None:
             validate_index(val_set, progress=cfg["run"]["progress"])
+    if d["cache_mb"]:
+        budget = float(d["cache_mb"])
+        for ds in (train_set, val_set):
+            if ds is None:
+                continue
+            info = ds.cache(budget, progress=cfg["run"]["progress"] and rank == 0)
+            budget -= info["mb"]
+            if rank == 0:
+                note = "" if info["cached"] == info["total"] else \
+                    f" (data.cache_mb={d['cache_mb']} reached; the rest is decoded per epoch)"
+                print(f"data cache: {ds.split or ds.name} {info['cached']}/{info['total']} images, "
+                      f"{info['mb']:.0f} MB{note}", flush=True)
     return train_set, val_set
 
 
@@ -158,10 +171,19 @@ def make_loader(dataset, sampler, batch_size, workers, device):
         pin_memory=device.type == "cuda", drop_last=True, persistent_workers=False)
 
 
-def make_val_loader(dataset, rank, world, workers):
+def collate_same_size(items: list[dict]):
+    """Stack a validation batch when its images share one size; otherwise a list of one-image
+    batches (datasets whose frames differ in size still validate at native resolution)."""
+    default = torch.utils.data.default_collate
+    if len({tuple(i["image"].shape) for i in items}) == 1 and len({tuple(i["label"].shape) for i in items}) == 1:
+        return default(items)
+    return [default([i]) for i in items]
+
+
+def make_val_loader(dataset, rank, world, workers, batch_size=1):
     indices = list(range(rank, len(dataset), world))
-    return torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=1,
-                                       shuffle=False, num_workers=workers)
+    return torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size,
+                                       shuffle=False, num_workers=workers, collate_fn=collate_same_size)
 
 
 # --------------------------------------------------------------------------- trainer
@@ -181,6 +203,8 @@ class Trainer:
         if cfg["run"]["threads"]:
             torch.set_num_threads(int(cfg["run"]["threads"]))
         self.total = int(cfg["stage2" if stage == "stage2" else "stage1"]["iters"])
+        self.precision = resolve_precision(cfg["run"]["precision"], self.device)
+        self.memory_format = torch.channels_last if cfg["run"]["channels_last"] else torch.contiguous_format
         self.resume = resume
         self.stop_signal: int | None = None
 
@@ -190,7 +214,12 @@ class Trainer:
         seed_everything(cfg["run"]["seed"] + self.rank)
         self.class_names = list(train_set.class_names)
         module, self.info = build_stage(self.stage, cfg, self.class_names, self.device, init_state)
-        self.module: TrainModule = module.to(self.device)
+        self.module: TrainModule = module.to(self.device, memory_format=self.memory_format)
+        if self.main:
+            print(f"[{self.stage}] precision {self.precision.describe()}, "
+                  f"{'channels-last' if self.memory_format is torch.channels_last else 'contiguous'} "
+                  f"memory format, {torch.get_num_threads()} threads, {self.cfg['data']['workers']} loader workers",
+                  flush=True)
         self.ddp = None
         if self.world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
@@ -201,8 +230,10 @@ class Trainer:
         self.criterion = SegmentationCriterion(
             cfg["loss"]["ohem_thresh"], cfg["loss"]["ohem_min_kept_div"], cfg["loss"]["aux_weight"],
             cfg["loss"]["detail_weight"], cfg["loss"]["text_weight"], cfg["loss"]["tau"])
-        self.use_amp = bool(cfg["run"]["amp"]) and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.needs_scaler)
+        self.forward = self.ddp or self.module
+        if cfg["run"]["compile"]:
+            self.forward = torch.compile(self.forward)
         self.sampler = EpochSampler(len(train_set), cfg["data"]["batch_size"], cfg["run"]["seed"],
                                     self.rank, self.world)
         self.train_set, self.val_set = train_set, val_set
@@ -215,8 +246,12 @@ class Trainer:
     def _set_lr(self):
         o = self.cfg["optim"]
         f = poly_warmup_factor(self.iteration, self.total, o["power"], o["warmup_iters"], o["warmup_ratio"])
+        min_lr = float(o["min_lr"])
         for g in self.optimizer.param_groups:
-            g["lr"] = g["initial_lr"] * f
+            # mmseg poly: (lr - min_lr) * (1 - t/T)^p + min_lr, per group
+            base = g["initial_lr"]
+            floor = min(min_lr, base)
+            g["lr"] = (base - floor) * f + floor
 
     # ---- checkpoints
     def _state(self) -> dict:
@@ -225,7 +260,7 @@ class Trainer:
             "format": "clipseg-train-checkpoint", "stage": self.stage, "config": self.cfg,
             "class_names": self.class_names, "iteration": self.iteration, "total": self.total,
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-            "net": self.module.net.state_dict(),
+            "net": _plain_state(self.module.net), "arch": _arch(self.module.net),
             "prompt_ctx": self.module.prompt.ctx.detach().cpu() if self.module.prompt is not None else None,
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
             "rng": rng_state(), "best_miou": self.best_miou, "best_iter": self.best_iter,
@@ -242,11 +277,15 @@ class Trainer:
         if ckpt.get("stage") != self.stage:
             raise ConfigError(f"{path} is a {ckpt.get('stage')} checkpoint, not {self.stage}")
         self.module.net.load_state_dict(ckpt["net"])
+        self.module.to(memory_format=self.memory_format)
         if ckpt["prompt_ctx"] is not None:
             with torch.no_grad():
                 self.module.prompt.ctx.copy_(ckpt["prompt_ctx"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        if self.scaler.is_enabled() and ckpt.get("scaler"):
+            # the loss scale carries over between fp16 runs; a run resumed in another precision
+            # starts a fresh scaler (bf16 and fp32 need none)
+            self.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
         self.iteration, self.epoch, self.batch_in_epoch = ckpt["iteration"], ckpt["epoch"], ckpt["batch_in_epoch"]
         self.best_miou, self.best_iter = ckpt["best_miou"], ckpt["best_iter"]
@@ -266,13 +305,38 @@ class Trainer:
         from .evaluate import evaluate
 
         self.module.bake_text()
-        loader = make_val_loader(self.val_set, self.rank, self.world, min(2, self.cfg["data"]["workers"]))
+        d = self.cfg["data"]
+        loader = make_val_loader(self.val_set, self.rank, self.world, min(2, d["workers"]),
+                                 batch_size=d["val_batch_size"])
         cm = evaluate(self.module.net, loader, len(self.class_names), self.device,
-                      distributed=self.world > 1)
+                      distributed=self.world > 1, autocast=self.precision.autocast,
+                      memory_format=self.memory_format)
         self.module.train()
         return cm.compute()
 
     # ---- loop
+    def step(self, batch: dict) -> tuple[float, dict]:
+        """One optimisation step on ``batch`` (forward with all heads and losses, backward, SGD);
+        returns the loss and its parts.  The training loop and ``clipseg-bench --train`` run this."""
+        self._set_lr()
+        images = batch["image"].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        labels = batch["label"].to(self.device, non_blocking=True)
+        with self.precision.autocast():
+            outputs = self.forward(images)
+        # losses in fp32 outside autocast (they also cast their inputs to fp32)
+        loss, parts = self.criterion(outputs, labels)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"loss is {loss_value} at iteration {self.iteration} "
+                                     f"({parts}); lower optim.lr or check the data")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.iteration += 1
+        self.batch_in_epoch += 1
+        return loss_value, parts
+
     def _signal(self, signum, frame):
         self.stop_signal = signum
 
@@ -311,7 +375,6 @@ class Trainer:
             from tqdm import tqdm
             bar = tqdm(total=self.total, initial=self.iteration, desc=f"{self.stage}", unit="it",
                        dynamic_ncols=True)
-        model = self.ddp or self.module
         self.module.train()
         loader_iter = None
         t_start = time.time()
@@ -329,23 +392,7 @@ class Trainer:
                     loader_iter = None
                     self.batch_in_epoch = self.sampler.batches_per_epoch
                     continue
-                self._set_lr()
-                images = batch["image"].to(self.device, non_blocking=True)
-                labels = batch["label"].to(self.device, non_blocking=True)
-                ctx = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext()
-                with ctx:
-                    outputs = model(images)
-                    loss, parts = self.criterion(outputs, labels)
-                loss_value = float(loss.detach())
-                if not math.isfinite(loss_value):
-                    raise FloatingPointError(f"loss is {loss_value} at iteration {self.iteration} "
-                                             f"({parts}); lower optim.lr or check the data")
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.iteration += 1
-                self.batch_in_epoch += 1
+                loss_value, parts = self.step(batch)
                 lr = self.optimizer.param_groups[-1 if self.stage == "stage2" else 0]["lr"]
                 if bar is not None:
                     bar.update(1)
@@ -393,7 +440,7 @@ class Trainer:
     def _best_payload(self, result):
         return {"format": "clipseg-train-checkpoint", "stage": self.stage, "config": self.cfg,
                 "class_names": self.class_names, "iteration": self.iteration,
-                "net": {k: v.detach().cpu() for k, v in self.module.net.state_dict().items()},
+                "net": _plain_state(self.module.net), "arch": _arch(self.module.net),
                 "prompt_ctx": self.module.prompt.ctx.detach().cpu() if self.module.prompt is not None else None,
                 "val": result, "info": self.info}
 
@@ -418,6 +465,18 @@ class Trainer:
         if self.main:
             (bar.write if bar is not None else print)(msg)
         self._barrier()
+
+
+def _arch(net) -> dict:
+    from clipseg_ros.networks import arch_spec
+
+    return arch_spec(net)
+
+
+def _plain_state(net) -> dict:
+    """The network's state dict as fp32/int CPU tensors in the standard (contiguous) layout,
+    whatever memory format or autocast the training ran in."""
+    return {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
 
 
 def _jsonable(result: dict) -> dict:
@@ -448,12 +507,17 @@ def load_checkpoint_network(path, device="cpu"):
         raise ValueError(f"{path} is not a clipseg training checkpoint")
     cfg = ckpt["config"]
     state = ckpt["net"]
-    text_dim = None
-    if "text_guidance.text_embeddings" in state:
-        text_dim = int(state["text_guidance.text_embeddings"].shape[1])
-    net = create_model(cfg["model"]["name"], len(ckpt["class_names"]), text_dim,
-                       detail_head="detail.conv_out.weight" in state,
-                       aux_heads="aux16.conv_out.weight" in state)
+    if ckpt.get("arch"):
+        from clipseg_ros.networks import build_from_spec
+
+        net = build_from_spec(ckpt["arch"])
+    else:  # checkpoints written before the architecture was stored: read it off the keys
+        text_dim = None
+        if "text_guidance.text_embeddings" in state:
+            text_dim = int(state["text_guidance.text_embeddings"].shape[1])
+        net = create_model(cfg["model"]["name"], len(ckpt["class_names"]), text_dim,
+                           detail_head="detail.conv_out.weight" in state,
+                           aux_heads="aux16.conv_out.weight" in state)
     net.load_state_dict(state)
     return net.to(device).eval(), ckpt
 

@@ -101,13 +101,20 @@ class RandomScale:
     """Rescale by a factor drawn uniformly from ``[min_scale, max_scale]`` (image bilinear, label
     nearest, so labels keep only their original values)."""
 
-    def __init__(self, min_scale: float = 0.5, max_scale: float = 2.0):
+    def __init__(self, min_scale: float = 0.5, max_scale: float = 2.0, step: float | None = None):
         if not 0 < min_scale <= max_scale:
             raise ValueError(f"need 0 < min_scale <= max_scale, got {min_scale}, {max_scale}")
+        if step is not None and step <= 0:
+            raise ValueError(f"scale step must be positive, got {step}")
         self.min_scale, self.max_scale = float(min_scale), float(max_scale)
+        self.step = None if step is None else float(step)
 
     def __call__(self, image, label, rng=None):
-        s = float(_rng(rng).uniform(self.min_scale, self.max_scale))
+        if self.step is None:
+            s = float(_rng(rng).uniform(self.min_scale, self.max_scale))
+        else:   # mmseg's scale_step_size: one of min, min + step, ..., max
+            n = int(np.floor((self.max_scale - self.min_scale) / self.step + 1e-9)) + 1
+            s = self.min_scale + self.step * int(_rng(rng).integers(0, n))
         h, w = label.shape[:2]
         nh, nw = max(1, int(round(h * s))), max(1, int(round(w * s)))
         if (nh, nw) == (h, w):
@@ -117,7 +124,7 @@ class RandomScale:
         return image, label
 
     def __repr__(self) -> str:
-        return f"RandomScale({self.min_scale}, {self.max_scale})"
+        return f"RandomScale({self.min_scale}, {self.max_scale}" + (f", step={self.step})" if self.step else ")")
 
 
 class RandomCrop:
@@ -273,12 +280,12 @@ class ToTensor:
 # --------------------------------------------------------------------------------- presets
 def train_preset(crop_size=(360, 480), scale_range=(0.5, 2.0), mean=IMAGENET_MEAN, std=IMAGENET_STD,
                  ignore_index: int = IGNORE_INDEX, flip_prob: float = 0.5, photometric: bool = True,
-                 cat_max_ratio: float | None = None) -> Compose:
+                 cat_max_ratio: float | None = None, scale_step: float | None = None) -> Compose:
     """Training augmentation: random scale, random crop (padded with ignore), flip, light
     photometric distortion, normalisation."""
     ch, cw = _hw(crop_size)
     lo, hi = scale_range
-    ts: list = [RandomScale(lo, hi), RandomCrop(ch, cw, ignore_index, cat_max_ratio)]
+    ts: list = [RandomScale(lo, hi, scale_step), RandomCrop(ch, cw, ignore_index, cat_max_ratio)]
     if flip_prob > 0:
         ts.append(RandomHorizontalFlip(flip_prob))
     if photometric:

@@ -2,6 +2,11 @@
 
 Outputs the 1/8 (32 ch), 1/16 (96 ch) and 1/32 (320 ch) features; the final 1x1 conv to 1280
 channels of the classifier is dropped.
+
+``out32=D`` widens the 1/32 output with a 1x1 conv-BN-ReLU (``widen32``, 320 -> D) inside the
+backbone, so that a textually guided twin computes its score map S from the very feature the
+context path reads, as in STDC (whose 1/32 feature already has CLIP RN50's width, 1024), with
+no free projection in between; the baseline twin gets the same layer, hence the same capacity.
 """
 from __future__ import annotations
 
@@ -10,24 +15,26 @@ import os
 import torch
 from torch import nn
 
-MOBILENET_V2_URL_FILE = "mobilenet_v2-b0353104.pth"
-
-
 class MobileNetV2Backbone(nn.Module):
-    def __init__(self):
+    def __init__(self, out32: int | None = None):
         super().__init__()
         from torchvision.models import mobilenet_v2
+
+        from .layers import ConvBNReLU
 
         features = mobilenet_v2(weights=None).features
         self.x8 = features[:7]
         self.x16 = features[7:14]
         self.x32 = features[14:18]
-        self.channels = (32, 96, 320)
+        self.widen32 = ConvBNReLU(320, int(out32), 1) if out32 else None
+        self.channels = (32, 96, int(out32) if out32 else 320)
 
     def forward(self, x: torch.Tensor):
         feat8 = self.x8(x)
         feat16 = self.x16(feat8)
         feat32 = self.x32(feat16)
+        if self.widen32 is not None:
+            feat32 = self.widen32(feat32)
         return feat8, feat16, feat32
 
     def load_imagenet(self, source: str | os.PathLike | None) -> None:
@@ -61,6 +68,7 @@ class MobileNetV2Backbone(nn.Module):
             elif idx < 18:
                 mapped[f"x32.{idx}.{rest}"] = value
         missing, unexpected = self.load_state_dict(mapped, strict=False)
+        missing = [k for k in missing if not k.startswith("widen32.")]   # new layer, not ImageNet
         if missing or unexpected:
             raise ValueError(
                 f"MobileNetV2 weights {source} do not match the backbone: "

@@ -34,7 +34,7 @@ class ContextPathSegmenter(nn.Module):
 
     def __init__(self, backbone: nn.Module, num_classes: int, text_dim: int | None = None,
                  widths: HeadWidths | None = None, detail_head: bool = True,
-                 aux_heads: bool = True):
+                 aux_heads: bool = True, text_proj: str = "learned"):
         super().__init__()
         w = widths or HeadWidths()
         c8, c16, c32 = backbone.channels
@@ -42,7 +42,7 @@ class ContextPathSegmenter(nn.Module):
         self.num_classes = num_classes
         self.text_dim = text_dim
         if text_dim:
-            self.text_guidance: TextGuidance | None = TextGuidance(c32, text_dim, num_classes)
+            self.text_guidance: TextGuidance | None = TextGuidance(c32, text_dim, num_classes, text_proj)
             c32_in = c32 + num_classes
         else:
             self.text_guidance = None

@@ -85,3 +85,127 @@ def stdc1() -> STDCNet:
 
 def stdc2() -> STDCNet:
     return STDCNet((4, 5, 3))
+
+
+# ----------------------------------------------------------------------------- official weights
+def _stage_blocks(layers: tuple[int, ...]) -> list[tuple[str, int]]:
+    """(our stage name, block index) of each official ``features.N`` (N >= 2)."""
+    out = []
+    for name, n in zip(("x8", "x16", "x32"), layers):
+        out += [(name, j) for j in range(n)]
+    return out
+
+
+def map_stdc_state_dict(state: dict, layers: tuple[int, ...]) -> dict:
+    """Rename an upstream STDCNet state dict onto :class:`STDCNet`'s names.
+
+    Understood namings (prefixes ``module.``, ``cp.``, ``backbone.``, ``backbone_cfg.`` are
+    stripped first; classifier keys such as ``conv_last``/``fc``/``linear`` are dropped):
+
+    - the STDC-Seg release (``STDCNet813M_73.91.tar``, ``STDCNet1446_76.47.tar``):
+      ``features.N.{conv,bn}``, ``features.N.conv_list.i.{conv,bn}``, ``features.N.avd_layer.{0,1}``;
+    - mmsegmentation (``stdc1_20220308-5368626c.pth``, converted by its ``stdc2mmseg.py``):
+      ``stages.{0,1}.{conv,bn}``, ``stages.S.J.layers.i.{conv,bn}``, ``stages.S.J.downsample.{conv,bn}``.
+    """
+    blocks = _stage_blocks(layers)
+    stage_names = ("x8", "x16", "x32")
+    out = {}
+    for key, value in state.items():
+        k = key
+        for prefix in ("module.", "cp.", "backbone_cfg.", "backbone."):
+            while k.startswith(prefix):
+                k = k[len(prefix):]
+        parts = k.split(".")
+        if parts[0] == "features" and len(parts) > 2 and parts[1].isdigit():
+            n = int(parts[1])
+            if n < 2:
+                head, rest = ("x2", "x4")[n], parts[2:]
+            elif n - 2 < len(blocks):
+                stage, j = blocks[n - 2]
+                head, rest = f"{stage}.{j}", parts[2:]
+            else:
+                head, rest = f"unmatched.features.{n}", parts[2:]
+        elif parts[0] == "stages" and len(parts) > 2 and parts[1].isdigit():
+            s = int(parts[1])
+            if s < 2:
+                head, rest = ("x2", "x4")[s], parts[2:]
+            elif s - 2 < len(stage_names) and parts[2].isdigit():
+                head, rest = f"{stage_names[s - 2]}.{parts[2]}", parts[3:]
+            else:
+                continue
+        else:
+            continue
+        # module-level renames
+        if rest[:1] == ["layers"]:
+            rest = ["conv_list"] + rest[1:]
+        if rest[:2] == ["downsample", "conv"]:
+            rest = ["avd_layer", "0"] + rest[2:]
+        elif rest[:2] == ["downsample", "bn"]:
+            rest = ["avd_layer", "1"] + rest[2:]
+        # ConvBNReLU is an nn.Sequential: conv -> 0, bn -> 1
+        if rest and rest[0] in ("conv", "bn") and head in ("x2", "x4"):
+            rest = ["0" if rest[0] == "conv" else "1"] + rest[1:]
+        elif len(rest) > 2 and rest[0] == "conv_list" and rest[2] in ("conv", "bn"):
+            rest = rest[:2] + ["0" if rest[2] == "conv" else "1"] + rest[3:]
+        out[".".join([head] + rest)] = value
+    return out
+
+
+#: mmsegmentation's ImageNet STDC checkpoints (``model.pretrained: download``)
+STDC_PRETRAINED_URLS = {
+    "stdc1": "https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/stdc/stdc1_20220308-5368626c.pth",
+    "stdc2": "https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/stdc/stdc2_20220308-7dbd9127.pth",
+}
+
+
+def load_stdc_pretrained(backbone: STDCNet, source, layers: tuple[int, ...], name: str = "stdc",
+                         min_fraction: float = 0.95) -> dict:
+    """Load ImageNet STDCNet weights (a local file in either upstream naming, or ``"download"``).
+
+    Fails naming the file when fewer than ``min_fraction`` of the backbone's tensors load (an
+    unrelated or wrongly named file would otherwise load almost nothing, silently).  Returns
+    ``{"loaded": n, "total": m}``.
+    """
+    import os
+
+    if str(source) == "download":
+        url = STDC_PRETRAINED_URLS.get(name)
+        if url is None:
+            raise ValueError(f"no download address for {name}; pass a local STDCNet checkpoint")
+        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True)
+        where = url
+    else:
+        where = os.fspath(source)
+        if not os.path.isfile(where):
+            raise FileNotFoundError(f"STDC pretrained weights not found: {where}")
+        try:
+            state = torch.load(where, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated, or not a torch file
+            raise ValueError(f"cannot read STDC weights from {where}: {exc}") from exc
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict):
+        raise ValueError(f"{where} does not hold a state dict")
+    own = backbone.state_dict()
+    mapped = map_stdc_state_dict(state, layers)
+    usable = {k: v for k, v in mapped.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    wrong_shape = sorted(k for k in mapped if k in own and k not in usable)
+    extra = sorted(k for k in mapped if k not in own)
+    fraction = len(usable) / max(len(own), 1)
+    if len(extra) > (1.0 - min_fraction) * len(mapped):
+        raise ValueError(
+            f"STDC weights {where}: {len(extra)} of its {len(mapped)} backbone tensors have no place in "
+            f"{name} (first: {extra[:3]}); is it a checkpoint of another STDC depth?")
+    if fraction < min_fraction:
+        missing = sorted(set(own) - set(usable))
+        raise ValueError(
+            f"STDC weights {where}: only {len(usable)} of the backbone's {len(own)} tensors "
+            f"({100 * fraction:.0f} %) match by name and shape (need {100 * min_fraction:.0f} %); "
+            f"first missing: {missing[:3]}" + (f"; wrong shape: {wrong_shape[:3]}" if wrong_shape else "")
+            + ". Expected an ImageNet STDCNet checkpoint in the STDC-Seg (features.N...) or "
+              "mmsegmentation (stages.N...) naming")
+    backbone.load_state_dict(usable, strict=False)
+    return {"loaded": len(usable), "total": len(own)}

@@ -18,14 +18,38 @@ from torch import nn
 from torch.nn import functional as F
 
 
+TEXT_PROJ_MODES = ("learned", "orthonormal")
+
+
+def orthonormal_weight(rows: int, cols: int, seed: int = 0) -> torch.Tensor:
+    """A fixed ``rows x cols`` matrix with orthonormal columns (rows >= cols) or rows (rows < cols),
+    from the QR decomposition of a seeded Gaussian matrix."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(max(rows, cols), min(rows, cols), generator=g, dtype=torch.float64)
+    q, _ = torch.linalg.qr(a, mode="reduced")            # (max, min), orthonormal columns
+    return (q if rows >= cols else q.T).float().contiguous()
+
+
 class TextGuidance(nn.Module):
-    def __init__(self, in_channels: int, text_dim: int, num_classes: int):
+    """``proj``: ``learned`` (a trainable 1x1 projection C -> D when the widths differ) or
+    ``orthonormal`` (a FIXED random projection with orthonormal columns, not trained: the
+    feature geometry is preserved, ``||P f|| = ||f||``, so the CLIP geometry of T cannot be
+    learned away by the projection).  Identity whenever C == D."""
+
+    def __init__(self, in_channels: int, text_dim: int, num_classes: int, proj: str = "learned"):
         super().__init__()
+        if proj not in TEXT_PROJ_MODES:
+            raise ValueError(f"text projection {proj!r} is not one of {', '.join(TEXT_PROJ_MODES)}")
         self.in_channels = in_channels
         self.text_dim = text_dim
         self.num_classes = num_classes
+        self.proj_mode = proj if in_channels != text_dim else "identity"
         if in_channels != text_dim:
             self.proj: nn.Module = nn.Conv2d(in_channels, text_dim, 1, bias=False)
+            if proj == "orthonormal":
+                with torch.no_grad():
+                    self.proj.weight.copy_(orthonormal_weight(text_dim, in_channels)[:, :, None, None])
+                self.proj.weight.requires_grad_(False)
         else:
             self.proj = nn.Identity()
         self.register_buffer("text_embeddings", torch.zeros(num_classes, text_dim))
@@ -41,6 +65,15 @@ class TextGuidance(nn.Module):
         self.text_embeddings.copy_(embeddings.to(self.text_embeddings))
 
     def forward(self, feat: torch.Tensor, text_embeddings: torch.Tensor | None = None) -> torch.Tensor:
+        if torch.is_autocast_enabled(feat.device.type):
+            # Mixed-precision training: the projection, both normalisations and the cosine
+            # scores run in fp32 (S / tau is a temperature-scaled logit; bf16's 8-bit mantissa
+            # would quantise cosines to ~0.004, i.e. ~0.06 logit units at tau = 0.07).
+            with torch.autocast(feat.device.type, enabled=False):
+                return self._scores(feat.float(), text_embeddings)
+        return self._scores(feat, text_embeddings)
+
+    def _scores(self, feat: torch.Tensor, text_embeddings: torch.Tensor | None) -> torch.Tensor:
         text = self.text_embeddings if text_embeddings is None else text_embeddings
         text = F.normalize(text, dim=-1)
         proj = F.normalize(self.proj(feat), dim=1)

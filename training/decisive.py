@@ -1,0 +1,302 @@
+"""The decisive CamVid experiment: does CLIP guidance beat its baseline twin, and is it CLIP?
+
+    python -m clipseg_training.decisive run    [--rows ...] [--seeds 0 1 2 3 4] [--root runs/camvid-decisive]
+    python -m clipseg_training.decisive report [--root runs/camvid-decisive] [--out docs/results/decisive]
+
+Rows (configs ``camvid-mobilenetv2f-*-360x480.yaml``: the faithful MobileNetV2 variant, full
+360x480 frames, 50 epochs): the baseline twin, stage 1 against CLIP RN50 class embeddings, and a
+non-CLIP control (stage 1 against fixed random unit vectors).  ``run`` goes seed by seed, so paired
+seeds complete together; a finished run is skipped, an interrupted one resumes.
+
+Scoring: each run is scored by the **mean of its last two validation evaluations** (the reporting
+split is not used to pick a checkpoint); the best evaluation is reported beside it.  ``report``
+writes ``results.json`` (per row: n, epochs, crop size, iterations, batch size, the scoring rule,
+per-seed scores), ``results.md`` (rows, paired differences with a 95 % t interval, the authors'
+logged numbers) and ``guided_minus_baseline.png`` (paired differences at every evaluation, as in
+the authors' logs).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CAMVID_TRAIN_IMAGES = 367
+SCORING = "mean of the last two validation evaluations (val mIoU, %)"
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    config: str
+    stage: str
+    label: str
+    max_seeds: int = 99        # the control runs on fewer seeds
+
+
+ROWS = (
+    Row("baseline", "camvid-mobilenetv2f-baseline-360x480.yaml", "baseline",
+        "Baseline twin (widened MobileNetV2, no guidance)"),
+    Row("clip_rn50", "camvid-mobilenetv2f-stage1-clip_rn50-360x480.yaml", "stage1",
+        "Stage 1, CLIP RN50 class embeddings (precomputed)"),
+    Row("random", "camvid-mobilenetv2f-stage1-random-360x480.yaml", "stage1",
+        "Stage 1, fixed random unit vectors (non-CLIP control)", max_seeds=3),
+)
+REFERENCE = "baseline"
+
+#: The authors' own CamVid logs (github ChiaYi-LIN/mmsegmentation at d89be68b; val mIoU at each of
+#: the 10 evaluations, every 1k iterations x 16 images): work_dirs/stdc1_1x16_720x960_10k_camvid/
+#: 20230503_214758.log.json, work_dirs/entextnet_stdc1_1x16_720x960_10k_camvid/20230503_234505.log.json,
+#: work_dirs/tuneprompt_1x16_720x960_10k_camvid_contextlength16_fixbackbone/20230504_121134.log.json
+AUTHORS = {
+    "iters": [1000 * i for i in range(1, 11)], "batch_size": 16, "crop_size": [720, 960], "n": 1,
+    "baseline": [70.1, 71.79, 73.05, 72.84, 74.64, 73.41, 73.64, 75.28, 75.06, 74.98],
+    "stage1": [66.2, 72.47, 72.95, 73.0, 74.9, 75.6, 75.82, 76.29, 76.6, 75.73],
+    "stage2": [74.2, 76.41, 75.17, 74.54, 75.83, 75.81, 75.42, 76.47, 78.02, 76.56],
+}
+
+# two-sided 95 % Student t quantiles, df = 1..30
+_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042]
+
+
+def t95(df: int) -> float:
+    return _T95[df - 1] if 1 <= df <= len(_T95) else 1.96
+
+
+def run_dir(root: Path, row: Row, seed: int) -> Path:
+    return root / row.name / f"seed{seed}"
+
+
+def command(row: Row, seed: int, root: Path, extra: list[str]) -> list[str]:
+    return ["clipseg-train", str(_config_path(row)), "--stage", row.stage, "--seed",
+            str(seed), "--out-dir", str(run_dir(root, row, seed)), *extra]
+
+
+def _config_path(row: Row) -> Path:
+    """``training/configs/<file>`` relative to the working directory when that is the repository
+    root (the command reads as users type it), else the installed package's copy."""
+    rel = Path("training/configs") / row.config
+    return rel if rel.is_file() else Path(__file__).resolve().parent / "configs" / row.config
+
+
+def finished(row: Row, seed: int, root: Path) -> bool:
+    return (run_dir(root, row, seed) / row.stage / "summary.json").is_file()
+
+
+def run(rows, seeds, root: Path, extra: list[str]) -> int:
+    for seed in seeds:
+        for row in rows:
+            if seed >= row.max_seeds:
+                continue
+            if finished(row, seed, root):
+                print(f"[decisive] {row.name} seed {seed}: done", flush=True)
+                continue
+            cmd = command(row, seed, root, extra) + ["--resume"]
+            print(f"[decisive] {row.name} seed {seed}: {shlex.join(cmd)}", flush=True)
+            exe = Path(sys.executable).parent / "clipseg-train"
+            res = subprocess.run([str(exe)] + cmd[1:])
+            if res.returncode != 0:
+                print(f"[decisive] {row.name} seed {seed} stopped with exit code {res.returncode}; "
+                      f"rerun the same command to continue", flush=True)
+                return res.returncode
+    return 0
+
+
+def history(stage_dir: Path) -> list[tuple[int, float]]:
+    """(iteration, val mIoU) of every evaluation so far: summary.json when finished, else val.csv."""
+    summary = stage_dir / "summary.json"
+    if summary.is_file():
+        return [(int(h["iteration"]), float(h["miou"])) for h in json.loads(summary.read_text())["history"]]
+    out = []
+    csv = stage_dir / "val.csv"
+    if csv.is_file():
+        for line in csv.read_text().splitlines():
+            parts = line.split(",")
+            if len(parts) >= 2:
+                try:
+                    out.append((int(parts[0]), float(parts[1])))
+                except ValueError:
+                    continue
+    return out
+
+
+def score(hist: list[tuple[int, float]]) -> float | None:
+    if len(hist) < 2:
+        return None
+    return float(np.mean([m for _, m in hist[-2:]]))
+
+
+def collect(rows, root: Path) -> dict:
+    from .config import load_config
+
+    data = {}
+    for row in rows:
+        cfg_path = Path(__file__).resolve().parent / "configs" / row.config
+        ran = sorted((root / row.name).glob(f"seed*/{row.stage}/config.yaml"))
+        cfg = load_config(ran[0] if ran else cfg_path)       # what the runs actually used
+        iters = int(cfg["stage1"]["iters"])
+        bs = int(cfg["data"]["batch_size"])
+        seeds, partial = {}, {}
+        base = root / row.name
+        for d in sorted(base.glob("seed*")) if base.is_dir() else []:
+            seed = int(d.name[4:])
+            stage_dir = d / row.stage
+            hist = history(stage_dir)
+            rec = {"history": hist, "last2": score(hist), "best": max((m for _, m in hist), default=None)}
+            (seeds if finished(row, seed, root) else partial)[seed] = rec
+        last2 = [v["last2"] for v in seeds.values()]
+        data[row.name] = {
+            "label": row.label, "config": row.config, "stage": row.stage, "n": len(seeds),
+            "iters": iters, "batch_size": bs, "crop_size": list(cfg["data"]["crop_size"]),
+            "epochs": round(iters * bs / CAMVID_TRAIN_IMAGES, 1), "scoring": SCORING,
+            "per_seed": {str(s): {"last2": round(v["last2"], 3), "best": round(v["best"], 3)}
+                         for s, v in sorted(seeds.items())},
+            "mean": round(float(np.mean(last2)), 3) if last2 else None,
+            "std": round(float(np.std(last2, ddof=1)), 3) if len(last2) > 1 else None,
+            "best_mean": round(float(np.mean([v["best"] for v in seeds.values()])), 3) if seeds else None,
+            "curves": {str(s): v["history"] for s, v in sorted(seeds.items())},
+            "in_progress": {str(s): {"evaluations": len(v["history"]),
+                                     "last": v["history"][-1] if v["history"] else None}
+                            for s, v in sorted(partial.items())},
+        }
+    return data
+
+
+def paired(data: dict, name: str, ref: str = REFERENCE) -> dict | None:
+    a, b = data.get(name), data.get(ref)
+    if not a or not b:
+        return None
+    common = sorted(set(a["per_seed"]) & set(b["per_seed"]), key=int)
+    if not common:
+        return None
+    d = np.array([a["per_seed"][s]["last2"] - b["per_seed"][s]["last2"] for s in common])
+    out = {"seeds": [int(s) for s in common], "differences": [round(float(x), 3) for x in d],
+           "mean": round(float(d.mean()), 3)}
+    if d.size > 1:
+        half = t95(d.size - 1) * float(d.std(ddof=1)) / math.sqrt(d.size)
+        m = float(d.mean())
+        out["ci95"] = [round(m - half, 3), round(m + half, 3)]
+    return out
+
+
+def report(rows, root: Path, out_dir: Path, commit: str | None = None) -> dict:
+    data = collect(rows, root)
+    result = {"root": str(root), "commit": commit, "scoring": SCORING, "rows": data,
+              "paired": {r.name: paired(data, r.name) for r in rows if r.name != REFERENCE},
+              "authors": AUTHORS}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / ".results.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, out_dir / "results.json")
+    (out_dir / "results.md").write_text(format_markdown(result))
+    _plot(data, out_dir / "guided_minus_baseline.png")
+    return result
+
+
+def format_markdown(result: dict) -> str:
+    rows = result["rows"]
+    lines = [f"Scoring: {result['scoring']}; best evaluation beside it (selected on val: optimistic).", "",
+             "| row | n | epochs | crop | iterations x batch | val mIoU (last 2) | best evaluation "
+             "| per seed (last 2) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        mean = "—" if r["mean"] is None else f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else "")
+        best = "—" if r["best_mean"] is None else f"{r['best_mean']:.2f}"
+        per = ", ".join(f"{s}: {v['last2']:.2f}" for s, v in r["per_seed"].items()) or "—"
+        prog = "".join(f"; seed {s} running ({v['evaluations']} evaluations)" for s, v in r["in_progress"].items())
+        lines.append(f"| {r['label']} | {r['n']} | {r['epochs']} | {r['crop_size'][0]}x{r['crop_size'][1]} | "
+                     f"{r['iters']} x {r['batch_size']} | {mean} | {best} | {per}{prog} |")
+    lines += ["", "| paired difference (− baseline) | seeds | per seed | mean | 95 % interval |",
+              "|---|---|---|---|---|"]
+    for name, p in result["paired"].items():
+        if p is None:
+            lines.append(f"| {rows[name]['label']} | 0 | — | — | — |")
+            continue
+        ci = f"[{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]" if "ci95" in p else "— (one seed)"
+        lines.append(f"| {rows[name]['label']} | {len(p['seeds'])} | "
+                     f"{', '.join(f'{x:+.2f}' for x in p['differences'])} | {p['mean']:+.2f} | {ci} |")
+    a = result["authors"]
+    diffs = [s - b for s, b in zip(a["stage1"], a["baseline"])]
+    lines += ["", f"The authors' logs (STDC1, one seed, {a['crop_size'][0]}x{a['crop_size'][1]} crops, "
+                  f"batch {a['batch_size']}, evaluations every 1k iterations): baseline last {a['baseline'][-1]:.2f} "
+                  f"(best {max(a['baseline']):.2f}, last two {np.mean(a['baseline'][-2:]):.2f}); stage 1 last "
+                  f"{a['stage1'][-1]:.2f} (best {max(a['stage1']):.2f}, last two {np.mean(a['stage1'][-2:]):.2f}); "
+                  f"stage 1 − baseline at each evaluation: {', '.join(f'{d:+.2f}' for d in diffs)}."]
+    if result.get("commit"):
+        lines += ["", f"Runs trained from commit `{result['commit']}`."]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(data: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    base = data.get(REFERENCE, {}).get("curves", {})
+    colours = {"clip_rn50": "tab:blue", "random": "tab:orange"}
+    for name, r in data.items():
+        if name == REFERENCE:
+            continue
+        diffs = []
+        for seed, curve in r["curves"].items():
+            if seed not in base:
+                continue
+            b = dict((int(i), m) for i, m in base[seed])
+            pts = [(int(i), m - b[int(i)]) for i, m in curve if int(i) in b]
+            if pts:
+                x, y = zip(*pts)
+                ax.plot(x, y, color=colours.get(name, "gray"), alpha=0.3, lw=1)
+                diffs.append(dict(pts))
+        if diffs:
+            xs = sorted(set.intersection(*[set(d) for d in diffs]))
+            ax.plot(xs, [np.mean([d[x] for d in diffs]) for x in xs], color=colours.get(name, "gray"), lw=2.5,
+                    label=f"{r['label']} − baseline (mean of {len(diffs)} seeds)")
+    a = AUTHORS
+    scale = a["batch_size"] / max(next(iter(data.values()))["batch_size"], 1)
+    ax.plot([i * scale for i in a["iters"]], [s - b for s, b in zip(a["stage1"], a["baseline"])], "k--", lw=1.5,
+            label="authors' STDC1 stage 1 − baseline (1 seed; x = images / 8)")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xlabel("iteration (batch 8)")
+    ax.set_ylabel("Δ val mIoU (points)")
+    ax.set_title("Guided − baseline, paired by seed, at every evaluation")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m clipseg_training.decisive", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=("run", "report"))
+    parser.add_argument("--rows", nargs="*", default=None, choices=[r.name for r in ROWS])
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--root", default="runs/camvid-decisive")
+    parser.add_argument("--out", default="docs/results/decisive")
+    parser.add_argument("--commit", default=None, help="report: the commit the runs were trained from")
+    parser.add_argument("--override", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                        help="run: an extra clipseg-train override (repeatable; smoke runs, tests)")
+    args = parser.parse_args(argv)
+    rows = [r for r in ROWS if args.rows is None or r.name in args.rows]
+    root = Path(args.root)
+    if args.action == "run":
+        return run(rows, args.seeds, root, list(args.overrides))
+    result = report(rows, root, Path(args.out), args.commit)
+    print(format_markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
