@@ -27,13 +27,13 @@ SOAK_BAG ?= outputs/soak_bag_640x480_30hz
 SOAK_LOOPS ?= 36
 SOAK_OUT ?= outputs/soak
 
-.PHONY: venv test demo bench soak clean-venv
+.PHONY: venv test lint colcon-check demo bench soak clean-venv
 
 venv: $(STAMP)
 
 # torch/torchvision are pinned so pip takes the wheels on this machine's disk (and never resolves
 # a multi-GB CUDA build from the network); rclpy and messages come from the ROS 2 Jazzy PyPI wheels.
-$(STAMP): setup.py
+$(STAMP): setup.py package.xml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PIP) install -q --upgrade pip setuptools wheel 2>&1 | grep -v "^WARNING: Location" || true
 	@$(PIP) install -q torch==2.14.1 torchvision==0.29.1 2>&1 | grep -v "^WARNING: Location" || true
@@ -44,6 +44,16 @@ $(STAMP): setup.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# ruff with the repository's ruff.toml (pinned, so that a new ruff release cannot fail CI on its own)
+lint: $(STAMP)
+	@$(PIP) install -q ruff==0.17.5 2>&1 | grep -v "^WARNING: Location" || true
+	$(VENV)/bin/ruff check .
+
+# colcon build (colcon-core + colcon-ros from PyPI) into a temp workspace; checks the install layout
+# ros2 run / ros2 launch need and the installed seg_node
+colcon-check: $(STAMP)
+	VENV=$(VENV) bash .ci/colcon_check.sh
 
 demo: $(STAMP)
 	$(VENV)/bin/clipseg-bag-eval live --bag $(SAMPLE_BAG) --out $(DEMO_OUT)

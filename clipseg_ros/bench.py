@@ -1226,12 +1226,12 @@ def format_table(rows: list[dict]) -> str:
                       r["size"], _fmt(r.get("median_ms")), _fmt(r.get("p90_ms")), _fmt(r.get("fps")),
                       _fmt(r.get("ratio_vs_twin"), 3), _fmt(r.get("ratio_vs_lraspp_torch"), 2),
                       r["status"] if r["status"] != "ok" else (r.get("note") or "")])
-    widths = [max(len(str(l[i])) for l in lines) for i in range(len(head) - 1)]
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head) - 1)]
     out = []
-    for i, l in enumerate(lines):
+    for i, line in enumerate(lines):
         cells = [str(c).rjust(widths[j]) if 4 <= j <= 8 else str(c).ljust(widths[j])
-                 for j, c in enumerate(l[:-1])]
-        out.append("  ".join(cells) + ("  " + l[-1] if l[-1] else ""))
+                 for j, c in enumerate(line[:-1])]
+        out.append("  ".join(cells) + ("  " + line[-1] if line[-1] else ""))
         if i == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
@@ -1356,8 +1356,8 @@ def write_plot(path: Path, rows: list[dict]) -> bool:
     ticks: dict[int, str] = {}
     for r in rows:
         if r["status"] == "ok" and r.get("median_ms"):
-            series.setdefault((r["label"] if r["model"].startswith("default") else r["model"], r["backend"]), []).append(
-                (r["pixels"], r["median_ms"]))
+            name = r["label"] if r["model"].startswith("default") else r["model"]
+            series.setdefault((name, r["backend"]), []).append((r["pixels"], r["median_ms"]))
             ticks[r["pixels"]] = r["size"]
     fig, ax = plt.subplots(figsize=(10, 6), dpi=100)
     models = sorted({k[0] for k in series})

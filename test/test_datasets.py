@@ -1,4 +1,5 @@
-"""clipseg_training.datasets and .transforms: real CamVid, tiny broken/fake trees, augmentations."""
+"""clipseg_training.datasets and .transforms: CamVid (real frames from the sample bag; the shared
+CamVid as an extra), tiny broken/fake trees, augmentations."""
 import cv2
 import numpy as np
 import pytest
@@ -44,27 +45,24 @@ def check_fails(ds, *needles):
     return msg
 
 
-# ------------------------------------------------------------------------------ real CamVid
-@pytest.fixture(scope="module")
-def camvid_sets(camvid_root):
-    return camvid(camvid_root, "train", train_preset(crop_size=(96, 128))), camvid(camvid_root, "val", eval_preset())
-
-
-def test_camvid_real_index(camvid_sets, camvid_root):
-    train, val = camvid_sets
-    assert (len(train), len(val)) == (367, 101)
+# ------------------------------------------------------------------------------ CamVid layout
+# The tiny CamVid that conftest makes from the sample bag's real frames (16 train / 32 val at
+# 160x120) on every machine; the real shared CamVid (367 / 101 at 480x360) as an extra.
+def check_camvid_index(root, n_train, n_val):
+    train, val = camvid(root, "train", train_preset(crop_size=(96, 128))), camvid(root, "val", eval_preset())
+    assert (len(train), len(val)) == (n_train, n_val)
     assert train.class_names == list(CAMVID_CLASSES) and train.num_classes == 11
     for ds, split in ((train, "train"), (val, "val")):
         img, lab = ds.pairs[0]
-        assert img.parent == camvid_root / split and lab.parent == camvid_root / f"{split}annot"
+        assert img.parent == root / split and lab.parent == root / f"{split}annot"
         assert img.is_file() and lab.is_file()
+    return train, val
 
 
-def test_camvid_real_items(camvid_sets):
-    train, val = camvid_sets
+def check_camvid_items(train, val, hw):
     item = val[0]
-    assert item["image"].shape == (3, 360, 480) and item["image"].dtype == torch.float32
-    assert item["label"].shape == (360, 480) and item["label"].dtype == torch.int64
+    assert item["image"].shape == (3, *hw) and item["image"].dtype == torch.float32
+    assert item["label"].shape == hw and item["label"].dtype == torch.int64
     assert item["path"].endswith(".png")
     values = set(item["label"].unique().tolist())
     assert values <= set(range(11)) | {IGN}
@@ -75,14 +73,39 @@ def test_camvid_real_items(camvid_sets):
     assert torch.equal(t["image"], train.get_item(0, rng=np.random.default_rng(0))["image"])
 
 
-def test_validate_index_real_subset(camvid_root):
-    ds = camvid(camvid_root, "val").limit(12)
+def check_validate_index_subset(root, hw):
+    ds = camvid(root, "val").limit(12)
     assert len(ds) == 12
     validate_index(ds, progress=False)
     validate_index(ds, progress=True, decode_images=True, workers=2)
     image, label = ds.load(0)
-    assert image.dtype == np.uint8 and image.shape == (360, 480, 3)
+    assert image.dtype == np.uint8 and image.shape == (*hw, 3)
     assert label.dtype == np.uint8 and 11 not in np.unique(label)     # 11 (void) -> 255
+    return ds
+
+
+def test_camvid_layout_from_the_sample_bag(camvid_root):
+    train, val = check_camvid_index(camvid_root, 16, 32)
+    check_camvid_items(train, val, (120, 160))
+    ds = check_validate_index_subset(camvid_root, (120, 160))
+    # the void id 11 of the files is the ignore index, pixel for pixel, and the other ids stay
+    voids = 0
+    for i in range(len(ds)):
+        raw = cv2.imread(str(ds.pairs[i][1]), cv2.IMREAD_UNCHANGED)
+        _, label = ds.load(i)
+        np.testing.assert_array_equal(label == IGN, raw == 11)
+        np.testing.assert_array_equal(label[raw != 11], raw[raw != 11])
+        voids += int((raw == 11).sum())
+    assert voids > 0
+    # the images are the sample bag's frames (not noise): CamVid street scenes have sky on top
+    _, label = ds.load(0)
+    assert (label[:10] == 0).mean() > (label[-10:] == 0).mean()
+
+
+def test_camvid_real_index(shared_camvid_root):
+    train, val = check_camvid_index(shared_camvid_root, 367, 101)
+    check_camvid_items(train, val, (360, 480))
+    check_validate_index_subset(shared_camvid_root, (360, 480))
 
 
 # ------------------------------------------------------------------------------ broken datasets

@@ -18,7 +18,8 @@ def test_random_text_control_is_deterministic_unit_vectors():
     b = build_text_encoder({"type": "random", "dim": 256, "seed": 3}).encode_class_names(["road", "car", "sky"])
     assert a.shape == (3, 256) and torch.allclose(a.norm(dim=1), torch.ones(3))
     assert torch.equal(a, b)                                   # per name, case-insensitive, reproducible
-    assert not torch.equal(a, build_text_encoder({"type": "random", "dim": 256, "seed": 4}).encode_class_names(["road", "car", "sky"]))
+    other_seed = build_text_encoder({"type": "random", "dim": 256, "seed": 4})
+    assert not torch.equal(a, other_seed.encode_class_names(["road", "car", "sky"]))
     off = (a @ a.T - torch.eye(3)).abs().max()
     assert off < 0.3                                           # nearly orthogonal, unlike CLIP's 0.84
     with pytest.raises(Exception, match="prompt learning"):
@@ -52,7 +53,8 @@ def test_runner_and_report_on_real_runs(tmp_path, monkeypatch):
     assert decisive_main(args) == 0
     for row in ("baseline", "random"):
         for seed in (0, 1):
-            assert (root / row / f"seed{seed}" / ("baseline" if row == "baseline" else "stage1") / "summary.json").is_file()
+            stage = "baseline" if row == "baseline" else "stage1"
+            assert (root / row / f"seed{seed}" / stage / "summary.json").is_file()
     # a second run skips finished work
     assert decisive_main(args) == 0
     assert decisive_main(["report", "--root", str(root), "--out", str(out), "--rows", "baseline", "random",
@@ -69,7 +71,8 @@ def test_runner_and_report_on_real_runs(tmp_path, monkeypatch):
             assert v["best"] == pytest.approx(max(m for _, m in hist), abs=1e-3)
     p = result["paired"]["random"]
     assert p["seeds"] == [0, 1] and len(p["ci95"]) == 2
-    assert p["differences"][0] == pytest.approx(rnd["per_seed"]["0"]["last2"] - base["per_seed"]["0"]["last2"], abs=1e-2)
+    assert p["differences"][0] == pytest.approx(rnd["per_seed"]["0"]["last2"] - base["per_seed"]["0"]["last2"],
+                                                abs=1e-2)
     assert (out / "guided_minus_baseline.png").stat().st_size > 5000
     md = (out / "results.md").read_text()
     assert "abc123" in md and "authors' logs" in md

@@ -75,7 +75,8 @@ def test_official_stdc_checkpoints_load_every_tensor(tmp_path, arch, style, wrap
         assert torch.equal(dst.state_dict()[k], v), k
     # and through create_model, as training calls it
     net = create_model(arch, 11, 1024, pretrained=path)
-    assert torch.equal(net.backbone.state_dict()["x32.1.conv_list.3.0.weight"], src.state_dict()["x32.1.conv_list.3.0.weight"])
+    key = "x32.1.conv_list.3.0.weight"
+    assert torch.equal(net.backbone.state_dict()[key], src.state_dict()[key])
 
 
 def test_stdc_checkpoint_that_matches_too_little_fails_naming_the_file(tmp_path):

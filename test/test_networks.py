@@ -301,17 +301,58 @@ def test_arch_spec_round_trip():
         create_model("resnet", 3)
 
 
-def test_mobilenetv2_imagenet_weights_load(shared_data):
+def _check_mobilenetv2_weights_load(path):
     import torchvision
 
-    path = shared_data / "pretrained" / "mobilenet_v2-b0353104.pth"
     net = create_model("mobilenetv2", 3, None, pretrained=str(path))
     ref = torchvision.models.mobilenet_v2()
     ref.load_state_dict(torch.load(path, weights_only=True))
     assert torch.equal(net.backbone.x16[6].conv[0][0].weight, ref.features[13].conv[0][0].weight)
     assert torch.equal(net.backbone.x8[0][0].weight, ref.features[0][0].weight)
+    # every backbone tensor, batch-norm statistics included, is the file's features.0-17 tensor
+    own = net.backbone.state_dict()
+    stage = {**dict.fromkeys(range(7), "x8"), **dict.fromkeys(range(7, 14), "x16"),
+             **dict.fromkeys(range(14, 18), "x32")}
+    used = {f"{stage[int(k.split('.')[0])]}.{k}": v for k, v in ref.features.state_dict().items()
+            if int(k.split(".")[0]) < 18}
+    assert set(own) == set(used)
+    for key, value in used.items():
+        assert torch.equal(own[key], value), key
     with pytest.raises(FileNotFoundError, match="not-there"):
         create_model("mobilenetv2", 3, None, pretrained="/not-there.pth")
+    return net
+
+
+def test_mobilenetv2_weights_load_from_a_torchvision_state_dict(tmp_path):
+    """The loader reads torchvision's naming: a randomly initialised torchvision MobileNetV2, saved
+    as its state dict (what the ImageNet file is), ends up in our backbone tensor for tensor."""
+    import torchvision
+
+    torch.manual_seed(3)
+    src = torchvision.models.mobilenet_v2()
+    with torch.no_grad():       # non-default batch-norm statistics, so that they are checked too
+        for m in src.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+    path = tmp_path / "mobilenet_v2-random.pth"
+    torch.save(src.state_dict(), path)
+    net = _check_mobilenetv2_weights_load(path)
+    fresh = create_model("mobilenetv2", 3, None)
+    assert not torch.equal(net.backbone.x8[0][0].weight, fresh.backbone.x8[0][0].weight)
+    partial = src.state_dict()
+    del partial["features.3.conv.1.0.weight"]
+    torch.save(partial, tmp_path / "partial.pth")
+    with pytest.raises(ValueError, match=r"partial.pth do not match the backbone: missing \['x8.3.conv.1.0.weight'\]"):
+        create_model("mobilenetv2", 3, None, pretrained=str(tmp_path / "partial.pth"))
+    (tmp_path / "junk.pth").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="cannot read MobileNetV2 weights from .*junk.pth"):
+        create_model("mobilenetv2", 3, None, pretrained=str(tmp_path / "junk.pth"))
+
+
+def test_mobilenetv2_imagenet_weights_load(shared_data):
+    """Extra, where the shared data exists: the real ImageNet file."""
+    _check_mobilenetv2_weights_load(shared_data / "pretrained" / "mobilenet_v2-b0353104.pth")
 
 
 def test_cpu_onnxruntime_segmenter_does_not_import_torch(tmp_path):
@@ -343,7 +384,7 @@ def test_onnxruntime_spinning_is_off_by_default_and_can_be_enabled(tmp_path):
         try:
             return seg._backend.session.get_session_options().get_session_config_entry(
                 "session.intra_op.allow_spinning")
-        except Exception:   # unset: ORT's default, spinning on
+        except Exception:  # noqa: BLE001 - unset: ORT's default, spinning on
             return None
 
     off = Segmenter(path, device="cpu", backend="onnxruntime")

@@ -57,7 +57,8 @@ def test_engine_is_built_once_then_loaded_from_its_cache(tmp_path):
     from clipseg_ros.segmenter import Segmenter
 
     notes = []
-    first = Segmenter(DEFAULT_MODEL, device="cuda", backend="onnxruntime", trt_cache_dir=str(tmp_path), log=notes.append)
+    first = Segmenter(DEFAULT_MODEL, device="cuda", backend="onnxruntime", trt_cache_dir=str(tmp_path),
+                      log=notes.append)
     assert first.engine_note.startswith("built") and any("building TensorRT engine" in n for n in notes)
     second = Segmenter(DEFAULT_MODEL, device="cuda", backend="onnxruntime", trt_cache_dir=str(tmp_path))
     assert second.engine_note.startswith("loaded from cache")

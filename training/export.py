@@ -29,7 +29,7 @@ def _git_commit() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
-    except Exception:
+    except Exception:  # noqa: BLE001 - no git, not a repository, ...: the commit is just not recorded
         return None
 
 
@@ -66,7 +66,8 @@ def export_checkpoint(checkpoint, out, input_size=None, onnx: bool = True, compa
         "val_per_class_iou": val.get("iou"),
         "torch": torch.__version__, "python": platform.python_version(),
     }
-    meta = save_model_file(out, net, ckpt["class_names"], palette=_palette_for(cfg["data"]["dataset"], len(ckpt["class_names"])),
+    meta = save_model_file(out, net, ckpt["class_names"],
+                           palette=_palette_for(cfg["data"]["dataset"], len(ckpt["class_names"])),
                            input_size=list(size), mean=cfg["data"]["mean"], std=cfg["data"]["std"],
                            provenance=provenance, onnx=onnx if onnx is not None else cfg["export"]["onnx"],
                            compact=compact)

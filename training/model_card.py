@@ -46,7 +46,8 @@ def _text_source(prov: dict) -> str:
                 + ("; learnable prompts (CoOp)" if (prov.get("info") or {}).get("prompt") else ""))
     if kind == "hf":
         return (f"transformers text encoder ({enc.get('model_dir')}), **not CLIP**"
-                + ("; learnable prompts (CoOp)" if prov.get("prompt") or (prov.get("info") or {}).get("prompt") else ""))
+                + ("; learnable prompts (CoOp)"
+                   if prov.get("prompt") or (prov.get("info") or {}).get("prompt") else ""))
     return "none (baseline)"
 
 
@@ -108,8 +109,10 @@ def render(model_path: Path, bench: dict | None = None, live: dict | None = None
          f"| training | {stage} of the two-stage method; text: {_text_source(prov)} |",
          f"| input | {w}×{h} RGB (frames of any size are resized to it, labels resized back) |",
          f"| classes | {', '.join(meta.class_names)} (label 255 = unlabeled) |",
-         f"| file | {size_mb:.1f} MB: fp16 PyTorch weights + ONNX graph + metadata; sha256 `{_sha256(model_path)[:16]}…` |",
-         f"| val mIoU | **{prov.get('val_miou', float('nan')):.1f}** (CamVid val, 101 images, at {w}×{h} upsampled to the 480×360 labels) |",
+         f"| file | {size_mb:.1f} MB: fp16 PyTorch weights + ONNX graph + metadata; "
+         f"sha256 `{_sha256(model_path)[:16]}…` |",
+         f"| val mIoU | **{prov.get('val_miou', float('nan')):.1f}** (CamVid val, 101 images, at {w}×{h} "
+         f"upsampled to the 480×360 labels) |",
          f"| provenance | git {prov.get('git_commit')}, exported {prov.get('exported')}, torch {prov.get('torch')} |",
          "", "## Data and licence", "", LICENCE, "",
          "## Recipe", "",
@@ -122,7 +125,8 @@ def render(model_path: Path, bench: dict | None = None, live: dict | None = None
             if stage == "stage2" else f"{iters or '?'} iterations of {stage}")
          + f"; batch {data.get('batch_size')}, crops {data.get('crop_size')} "
          f"(h, w) from frames scaled by {data.get('scale_range')}, flip and photometric jitter.",
-         f"- SGD, LR {optim.get('lr')}{' (stage 1)' if stage == 'stage2' else ''} with poly decay and {optim.get('warmup_iters')}-iteration warm-up, "
+         f"- SGD, LR {optim.get('lr')}{' (stage 1)' if stage == 'stage2' else ''} with poly decay and "
+         f"{optim.get('warmup_iters')}-iteration warm-up, "
          f"backbone LR ×{optim.get('backbone_lr_mult')}, weight decay {optim.get('weight_decay')}; OHEM "
          f"cross-entropy, auxiliary heads, STDC detail loss, textual loss with τ = "
          f"{(recipe.get('loss') or {}).get('tau')}.",
@@ -172,7 +176,8 @@ def main(argv=None) -> int:
     p.add_argument("--command", help="the clipseg-train command that produced the checkpoint")
     p.add_argument("--limit", action="append", default=[],
                    help="a measured limit of this model, added under Limits (repeatable)")
-    p.add_argument("--speed-note", help="a sentence added under the speed numbers (e.g. which file they were measured on)")
+    p.add_argument("--speed-note",
+                   help="a sentence added under the speed numbers (e.g. which file they were measured on)")
     a = p.parse_args(argv)
 
     def load(path):

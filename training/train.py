@@ -33,7 +33,7 @@ from clipseg_ros.model_file import current_umask
 from .config import ConfigError, dump_config, load_config
 from .losses import SegmentationCriterion
 from .precision import resolve_precision
-from .stages import STAGES, TrainModule, build_stage, param_groups, poly_warmup_factor
+from .stages import TrainModule, build_stage, param_groups, poly_warmup_factor
 
 STAGE_CHOICES = ("baseline", "stage1", "stage2", "both")
 
@@ -393,13 +393,14 @@ class Trainer:
                     self.batch_in_epoch = self.sampler.batches_per_epoch
                     continue
                 loss_value, parts = self.step(batch)
-                lr = self.optimizer.param_groups[-1]["lr"] if self.stage == "stage2" else self.optimizer.param_groups[0]["lr"]
+                lr = self.optimizer.param_groups[-1 if self.stage == "stage2" else 0]["lr"]
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", ep=self.epoch, refresh=False)
                 if writer is not None and (self.iteration % run["log_interval"] == 0 or self.iteration == self.total):
                     writer.writerow([self.iteration, self.epoch, f"{lr:.6g}", f"{loss_value:.5f}"] +
-                                    [f"{parts.get(k, float('nan')):.5f}" for k in ("seg", "aux16", "aux32", "detail", "text")] +
+                                    [f"{parts.get(k, float('nan')):.5f}"
+                                     for k in ("seg", "aux16", "aux32", "detail", "text")] +
                                     [f"{self.train_seconds + time.time() - t_start:.1f}"])
                     fh.flush()
                     if tb is not None:
@@ -459,7 +460,8 @@ class Trainer:
             self.best_miou, self.best_iter = miou, self.iteration
             if self.main:
                 atomic_torch_save(self._best_payload(_jsonable(result)), self.out_dir / "best.pt")
-        msg = f"[{self.stage}] iter {self.iteration}/{self.total}  val mIoU {miou:.2f}  (best {self.best_miou:.2f} @ {self.best_iter})"
+        msg = (f"[{self.stage}] iter {self.iteration}/{self.total}  val mIoU {miou:.2f}  "
+               f"(best {self.best_miou:.2f} @ {self.best_iter})")
         if self.main:
             (bar.write if bar is not None else print)(msg)
         self._barrier()
@@ -573,8 +575,8 @@ def _check_class_count(cfg: dict, train_set) -> None:
             try:
                 with np.load(path) as data:
                     n = data["embeddings"].shape[0] if "embeddings" in data.files else None
-            except Exception:
-                n = None  # the text encoder reports the unreadable file with its own message
+            except Exception:  # noqa: BLE001 - the text encoder reports the unreadable file with its own message
+                n = None
             if n is not None and n != k:
                 raise ConfigError(f"text embeddings {path} have {n} classes but dataset "
                                   f"{cfg['data']['dataset']} has {k}")

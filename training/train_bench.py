@@ -230,14 +230,16 @@ def format_markdown(result: dict) -> str:
         lines += ["| variant | wall s | train s | val mIoU | speed-up |", "|---|---|---|---|---|"]
         for r in result["rows"]:
             sp = next(v for k, v in r.items() if k.startswith("speedup_vs_"))
-            lines.append(f"| {r['name']} | {r['wall_s']:.1f} | {r['train_seconds']:.1f} | {r['best_miou']:.2f} | {sp:.2f}x |")
+            lines.append(f"| {r['name']} | {r['wall_s']:.1f} | {r['train_seconds']:.1f} | {r['best_miou']:.2f} "
+                         f"| {sp:.2f}x |")
         return "\n".join(lines) + "\n"
     lines += ["| variant | precision | workers | s / iteration (median) | of which data | images/s | "
               "speed-up | first step s |", "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         sp = next(v for k, v in r.items() if k.startswith("speedup_vs_"))
         lines.append(f"| {r['name']} | {r['precision']} | {r['workers']} | {r['iteration_median_s']:.3f} | "
-                     f"{100 * r['data_fraction']:.1f} % | {r['images_per_s']:.2f} | {sp:.2f}x | {r['first_step_s']:.1f} |")
+                     f"{100 * r['data_fraction']:.1f} % | {r['images_per_s']:.2f} | {sp:.2f}x "
+                     f"| {r['first_step_s']:.1f} |")
     lines += ["", f"Speed-up relative to `{s['reference']}`; data = time waiting for the next batch "
                   f"(share of the summed iteration time)."]
     return "\n".join(lines) + "\n"
@@ -259,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=DEFAULT_CONFIG, help="training config (default %(default)s)")
     p.add_argument("--crop", type=_size, default=(360, 480), help="training crop HEIGHTxWIDTH (default 360x480)")
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--iters", type=int, default=12, help="timed iterations per variant (whole runs: iterations per run)")
+    p.add_argument("--iters", type=int, default=12,
+                   help="timed iterations per variant (whole runs: iterations per run)")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations per variant")
     p.add_argument("--block", type=int, default=3, help="iterations per variant per interleaving round")
     p.add_argument("--variants", default=DEFAULT_VARIANTS,

@@ -704,6 +704,7 @@ class _Replay:
             bar = tqdm(total=self.total, desc=f"live x{rate}", unit="frame", dynamic_ncols=True,
                        leave=False)
         last_stamp = None
+        rejected_before = 0
         for lap_offset_ns, frame in self._laps():
             if bar is not None:
                 bar.update(1)

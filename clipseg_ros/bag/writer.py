@@ -258,7 +258,8 @@ def make_bag(source, out, *, labels=None, split: str = "val", rate_hz: float = 1
                 shutil.rmtree(out, ignore_errors=True)
     return {"bag": str(out), "frames": written, "layout": layout, "storage": storage,
             "image_topic": image_topic, "label_topic": label_topic if has_labels else None,
-            "compressed": compressed, "compression": compression, "rate_hz": rate_hz, "size": list(size) if size else None,
+            "compressed": compressed, "compression": compression, "rate_hz": rate_hz,
+            "size": list(size) if size else None,
             "label_map": {str(k): v for k, v in sorted(mapping.items())}}
 
 

@@ -105,7 +105,8 @@ def _load_stdc_pretrained(backbone: STDCNet, path, name: str) -> None:
 
 
 __all__ = [
-    "ALL_ARCHITECTURES", "ARCHITECTURES", "PEER_ARCHITECTURES", "ContextPathSegmenter", "DeployWrapper", "HeadWidths", "MobileNetV2Backbone",
+    "ALL_ARCHITECTURES", "ARCHITECTURES", "PEER_ARCHITECTURES", "ContextPathSegmenter", "DeployWrapper",
+    "HeadWidths", "MobileNetV2Backbone",
     "inference_network", "LRASPPSegmenter",
     "STDCNet", "TextGuidance", "arch_spec", "build_from_spec", "create_model", "load_stdc_pretrained",
     "map_stdc_state_dict",
