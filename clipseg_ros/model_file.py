@@ -13,7 +13,8 @@ A ``.clipseg`` file is a zip archive (inspect it with ``unzip -l``) holding
 Reading needs only the standard library (plus torch for the PyTorch weights, onnxruntime for
 the ONNX graph).  Opening a file checks the ONNX graph against the metadata too: the class count
 of its classifier (the Conv whose output the labels' ArgMax reads, found with a small protobuf
-reader, so the check needs neither onnx nor onnxruntime) must equal the number of class names.  Writing (``save_model_file``) needs torch (and onnx for the ONNX member).
+reader, so the check needs neither onnx nor onnxruntime) must equal the number of class names.
+Writing (``save_model_file``) needs torch (and onnx for the ONNX member).
 Every problem raises :class:`ModelFileError` naming the file and what is wrong.
 """
 from __future__ import annotations
@@ -295,7 +296,8 @@ class ModelFile:
         if k != want:
             raise ModelFileError(
                 self.path, f"{ONNX_NAME} outputs {k} classes (classifier {weight} has shape {dims}) but "
-                f"{META_NAME} describes {want} (class_names, palette, arch.num_classes={self.meta.arch.get('num_classes')})")
+                f"{META_NAME} describes {want} (class_names, palette, "
+                f"arch.num_classes={self.meta.arch.get('num_classes')})")
 
     @property
     def has_torch_weights(self) -> bool:

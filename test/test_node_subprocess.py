@@ -284,7 +284,8 @@ def _send_and_check(node: NodeProc, rgb: np.ndarray, outputs: dict, timeout: flo
         labels = node.labels.wait_stamp(sent.header.stamp, timeout)
     except AssertionError as exc:
         diag = node.diag.messages[-1].status if node.diag.messages else []
-        raise AssertionError(f"{exc}; last diagnostics: {[(kv.key, kv.value) for st in diag for kv in st.values]}") from None
+        values = [(kv.key, kv.value) for st in diag for kv in st.values]
+        raise AssertionError(f"{exc}; last diagnostics: {values}") from None
     h, w = rgb.shape[:2]
     assert (labels.width, labels.height, len(labels.data)) == (w, h, w * h)
     assert np.all(image_codec.image_to_array(labels) == LABEL)
