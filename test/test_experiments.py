@@ -87,7 +87,7 @@ def test_paired_differences_and_curves(root, tmp_path):
     # each run keeps its validation curve; a stage 2 continues after its stage 1 (600 iterations)
     assert data["baseline"]["runs"][0]["val_curve"][-1] == [600, pytest.approx(60.0)]
     assert [c[0] for c in data["stage2-minilm"]["runs"][0]["val_curve"]] == [700, 800, 900]
-    # diagnostic rows without runs are left out; the four rows are always listed
+    # diagnostic rows without runs are left out; the four main rows are always listed
     assert set(data) == set(ex.MAIN_ROWS)
 
 

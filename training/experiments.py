@@ -9,7 +9,7 @@ continued with ``--resume``, so the command can be stopped and restarted at any 
 ``report`` reads each run's ``summary.json`` / ``best.pt`` and writes ``results.json``, a
 Markdown page (mean ± std val mIoU per row, per-class IoU, training time, the exact command of
 every run, paired per-seed differences) and per-class IoU and validation-curve plots.
-Besides the four rows the issue asks for, two diagnostic rows can be run by name:
+Besides the four main rows, two diagnostic rows can be run by name:
 ``stage2ctl-minilm`` (stage 2 without prompts: is stage 2's gain the prompts or the extra
 iterations?) and ``stage1-clip_rn50-centered`` (CLIP class embeddings with their common
 direction removed).
@@ -59,7 +59,7 @@ ROWS = (
         "Stage 1, MiniLM-L6 class embeddings (bundled encoder; not CLIP)", key="minilm"),
     Row("stage2-minilm", "camvid-mobilenetv2-stage12-minilm-240x320.yaml", "both", "stage2",
         "Stage 2, learnable prompts through MiniLM-L6 (not CLIP)", key="minilm"),
-    # Diagnostics (not rows the issue asks for): each answers one question about the rows above.
+    # Diagnostics (not main rows): each answers one question about the rows above.
     Row("stage2ctl-minilm", "camvid-mobilenetv2-stage12-minilm-240x320.yaml", "stage2", "stage2",
         "Control for stage 2: the same frozen 300 iterations from the same stage-1 model, "
         "fixed MiniLM text, no prompts", key="minilm-ctl",
@@ -407,7 +407,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=("run", "report", "embeddings"))
     parser.add_argument("--rows", nargs="*", default=None,
-                        help="run: default the four rows of the issue; report: default every row with runs",
+                        help="run: default the four main rows; report: default every row with runs",
                         choices=[r.name for r in ROWS])
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--root", default="runs/camvid-cpu")
