@@ -4,7 +4,9 @@
 #
 # DDS stays on this machine for everything started from here: shared-memory transport only, a
 # domain id of our own, logs in a temp folder.  The node itself sets none of this (robots need
-# the network).
+# the network).  sockets_size=64MB carries camera-sized messages whole; never add max_msg_size
+# (with it, messages whose byte 60 from the end is 0x80 arrive short and are dropped; see
+# docs/node.md, "Large images and DDS").
 SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
@@ -12,7 +14,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip --disable-pip-version-check --no-input
 STAMP := $(VENV)/.clipseg-installed
 
-export FASTDDS_BUILTIN_TRANSPORTS := SHM?max_msg_size=4MB&sockets_size=32MB
+export FASTDDS_BUILTIN_TRANSPORTS := SHM?sockets_size=64MB
 export ROS_DOMAIN_ID ?= 73
 export ROS_LOG_DIR ?= $(shell mktemp -d -t clipseg_roslog.XXXXXX 2>/dev/null || echo /tmp/clipseg_roslog)
 export OMP_NUM_THREADS ?= 2

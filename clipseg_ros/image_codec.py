@@ -11,7 +11,8 @@ Nothing from rclpy or the message packages is imported at module import time;
 Decoding
 --------
 :func:`image_to_rgb` and :func:`image_to_array` validate the message (dimensions, limits, encoding,
-``step`` and data length) and raise :class:`ImageDecodeError` (a ``ValueError``) with a message
+``step`` and data length: exactly ``step * height`` bytes, as sensor_msgs/Image defines it; shorter
+is truncated, longer is refused too) and raise :class:`ImageDecodeError` (a ``ValueError``) with a message
 naming what is wrong.  They are zero-copy where the encoding allows:
 
 * ``image_to_rgb`` of an ``rgb8`` image without row padding returns a *view* of ``msg.data``
@@ -40,6 +41,7 @@ from __future__ import annotations
 import array
 import re
 import sys
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +56,7 @@ __all__ = [
     "ImageDecodeError",
     "array_to_image",
     "compressed_to_array",
+    "compressed_size",
     "compressed_to_rgb",
     "encode_compressed",
     "encoding_info",
@@ -237,6 +240,13 @@ def _raw_view(msg: Any) -> tuple[np.ndarray, EncodingInfo, bool]:
             f"image ({encoding}, {w}x{h}, step {step}) data is truncated: expected "
             f"{needed} bytes (step*height), got {buf.size}"
         )
+    if buf.size > needed:
+        # sensor_msgs/Image defines the size of data as step*height: more bytes than that mean a
+        # wrong height, step or encoding, so the frame is refused rather than silently cropped.
+        raise ImageDecodeError(
+            f"image ({encoding}, {w}x{h}, step {step}) data is longer than step*height: expected "
+            f"{needed} bytes, got {buf.size} ({buf.size - needed} trailing bytes)"
+        )
     itemsize = info.dtype.itemsize
     swapped = itemsize > 1 and bool(getattr(msg, "is_bigendian", 0)) != _NATIVE_BIG
     dtype = info.dtype.newbyteorder(">" if getattr(msg, "is_bigendian", 0) else "<") if itemsize > 1 else info.dtype
@@ -379,18 +389,158 @@ def _compressed_payload(msg: Any) -> tuple[np.ndarray, str]:
     return buf, fmt
 
 
-def _undecodable(fmt: str, buf: np.ndarray) -> ImageDecodeError:
+def _undecodable(fmt: str, buf: np.ndarray, detail: str = "") -> ImageDecodeError:
     head = bytes(buf[:8]).hex()
     return ImageDecodeError(
         f"compressed image (format {fmt!r}, {buf.size} bytes, starts with {head}) could not be decoded"
+        + (f": {detail}" if detail else "")
     )
+
+
+# ---- image sizes from the PNG / JPEG header, before anything is decoded ----------------------
+# A few hundred KB of PNG can declare 20000x20000 pixels (a "decompression bomb"): cv2.imdecode
+# would allocate and fill the whole image before any size check could run on its result.  So the
+# size is read from the header (PNG IHDR, JPEG SOFn) and the limits are applied first.
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOR_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+_JPEG_NAMES = {0xC4: "DHT", 0xC8: "JPG", 0xCC: "DAC", 0xD8: "SOI", 0xD9: "EOI", 0xDA: "SOS",
+               0xDB: "DQT", 0xDC: "DNL", 0xDD: "DRI", 0xDE: "DHP", 0xDF: "EXP", 0xFE: "COM", 0x01: "TEM"}
+
+
+def _jpeg_marker_name(m: int) -> str:
+    if m in _JPEG_NAMES:
+        return _JPEG_NAMES[m]
+    if 0xC0 <= m <= 0xCF:
+        return f"SOF{m - 0xC0}"
+    if 0xD0 <= m <= 0xD7:
+        return f"RST{m - 0xD0}"
+    if 0xE0 <= m <= 0xEF:
+        return f"APP{m - 0xE0}"
+    return f"0x{m:02x}"
+
+
+class _HeaderError(Exception):
+    """What is wrong with a PNG / JPEG header (turned into an ImageDecodeError by the caller)."""
+
+
+def _png_size(b: bytes) -> tuple[int, int]:
+    """(width, height) from the IHDR chunk, which the PNG standard puts right after the signature."""
+    if len(b) < 8 or b[:8] != _PNG_SIGNATURE:
+        raise _HeaderError(f"PNG header: the 8-byte signature is {'incomplete' if len(b) < 8 else 'wrong'}")
+    if len(b) < 33:
+        raise _HeaderError(f"PNG header: truncated, {len(b)} bytes is less than signature + IHDR chunk (33)")
+    length = int.from_bytes(b[8:12], "big")
+    ctype = b[12:16]
+    if ctype != b"IHDR":
+        raise _HeaderError(f"PNG header: the first chunk is {bytes(ctype)!r}, not IHDR")
+    if length != 13:
+        raise _HeaderError(f"PNG header: IHDR chunk has length {length}, not 13")
+    if zlib.crc32(b[12:29]) != int.from_bytes(b[29:33], "big"):
+        raise _HeaderError("PNG header: IHDR CRC mismatch (corrupt header)")
+    width, height = int.from_bytes(b[16:20], "big"), int.from_bytes(b[20:24], "big")
+    depth, color = b[24], b[25]
+    if width == 0 or height == 0 or width >= 2**31 or height >= 2**31:
+        raise _HeaderError(f"PNG header: invalid size {width}x{height} in IHDR")
+    if depth not in _PNG_COLOR_DEPTHS.get(color, ()):
+        raise _HeaderError(f"PNG header: invalid color type {color} / bit depth {depth} in IHDR")
+    return width, height
+
+
+def _jpeg_size(b: bytes) -> tuple[int, int]:
+    """(width, height) from the first frame header (SOF0..SOF15 except DHT, JPG, DAC), walking the
+    marker segments from SOI; fill bytes (0xFF runs) and standalone markers (TEM, RSTn) are skipped."""
+    n = len(b)
+    if n < 2 or b[0] != 0xFF or b[1] != 0xD8:
+        raise _HeaderError("JPEG header: does not start with an SOI marker (ffd8)")
+    i = 2
+    while True:
+        if i >= n:
+            raise _HeaderError(f"JPEG header: truncated, the data ends after {n} bytes before a frame "
+                               f"header (SOFn)")
+        if b[i] != 0xFF:
+            raise _HeaderError(f"JPEG header: expected a marker at offset {i}, found byte 0x{b[i]:02x}")
+        while i < n and b[i] == 0xFF:       # a marker may be preceded by any number of fill bytes
+            i += 1
+        if i >= n:
+            raise _HeaderError(f"JPEG header: truncated, the data ends in fill bytes after {n} bytes")
+        m = b[i]
+        pos = i - 1
+        i += 1
+        if m == 0x00:
+            raise _HeaderError(f"JPEG header: invalid marker ff00 at offset {pos}")
+        if m == 0x01 or 0xD0 <= m <= 0xD7:    # standalone markers: no length field
+            continue
+        if m in (0xD8, 0xD9, 0xDA):
+            raise _HeaderError(f"JPEG header: {_jpeg_marker_name(m)} marker at offset {pos} before any "
+                               f"frame header (SOFn)")
+        if i + 2 > n:
+            raise _HeaderError(f"JPEG header: truncated inside the {_jpeg_marker_name(m)} segment at "
+                               f"offset {pos} ({n} bytes)")
+        length = (b[i] << 8) | b[i + 1]
+        if length < 2:
+            raise _HeaderError(f"JPEG header: {_jpeg_marker_name(m)} segment at offset {pos} has an "
+                               f"invalid length {length}")
+        if i + length > n:
+            raise _HeaderError(f"JPEG header: {_jpeg_marker_name(m)} segment at offset {pos} has length "
+                               f"{length}, past the end of the data ({n} bytes)")
+        if 0xC0 <= m <= 0xCF and m not in (0xC4, 0xC8, 0xCC):
+            if length < 8:
+                raise _HeaderError(f"JPEG header: frame header {_jpeg_marker_name(m)} at offset {pos} "
+                                   f"is too short (length {length})")
+            height = (b[i + 3] << 8) | b[i + 4]
+            width = (b[i + 5] << 8) | b[i + 6]
+            if height == 0:
+                raise _HeaderError(f"JPEG header: {_jpeg_marker_name(m)} gives height 0 (set by a later "
+                                   f"DNL marker), which is not supported")
+            if width == 0:
+                raise _HeaderError(f"JPEG header: {_jpeg_marker_name(m)} gives width 0")
+            return width, height
+        i += length
+
+
+def _payload_size(buf: np.ndarray, fmt: str) -> tuple[int, int, str]:
+    """(width, height, "png" | "jpeg") of a compressed payload, from its header only."""
+    b = memoryview(buf).cast("B") if buf.size else b""
+    try:
+        if buf.size >= 2 and b[0] == 0xFF and b[1] == 0xD8:
+            return (*_jpeg_size(b), "jpeg")
+        if buf.size >= 1 and b[0] == 0x89:
+            return (*_png_size(bytes(b[:33])), "png")
+    except _HeaderError as exc:
+        raise _undecodable(fmt, buf, str(exc)) from None
+    raise _undecodable(fmt, buf, "neither a PNG nor a JPEG payload (only png and jpeg are accepted)")
+
+
+def _checked_payload_size(buf: np.ndarray, fmt: str) -> tuple[int, int, str]:
+    w, h, codec = _payload_size(buf, fmt)
+    if h > MAX_SIDE or w > MAX_SIDE or h * w > MAX_PIXELS:
+        raise ImageDecodeError(
+            f"compressed image (format {fmt!r}, {buf.size} bytes) declares {w}x{h} ({w * h} pixels) "
+            f"in its {codec.upper()} header; limits are {MAX_SIDE} per side and {MAX_PIXELS} pixels; "
+            f"not decoded"
+        )
+    return w, h, codec
+
+
+def compressed_size(msg: Any) -> tuple[int, int, str]:
+    """``(width, height, codec)`` of a CompressedImage-like message, read from the PNG (IHDR) or
+    JPEG (SOFn) header without decoding anything; ``codec`` is "png" or "jpeg".
+
+    Raises :class:`ImageDecodeError` naming the problem for empty data, a payload that is neither
+    PNG nor JPEG, a truncated or malformed header, or a size over the limits (:data:`MAX_SIDE`
+    per side, :data:`MAX_PIXELS` in all).  :func:`compressed_to_rgb` and
+    :func:`compressed_to_array` make the same check before they decode.
+    """
+    buf, fmt = _compressed_payload(msg)
+    return _checked_payload_size(buf, fmt)
 
 
 def _check_decoded(img: np.ndarray | None, fmt: str, buf: np.ndarray) -> np.ndarray:
     if img is None or img.size == 0:
         raise _undecodable(fmt, buf)
     h, w = img.shape[:2]
-    if h > MAX_SIDE or w > MAX_SIDE or h * w > MAX_PIXELS:
+    if h > MAX_SIDE or w > MAX_SIDE or h * w > MAX_PIXELS:  # pragma: no cover - the header check came first
         raise ImageDecodeError(
             f"compressed image (format {fmt!r}) has absurd dimensions {w}x{h}; limits are "
             f"{MAX_SIDE} per side and {MAX_PIXELS} pixels"
@@ -403,9 +553,11 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
 
     ``msg.format`` may be a bare codec name ("jpeg", "png") or an image_transport string such as
     ``"rgb8; jpeg compressed bgr8"``; the payload itself decides how it is decoded.  Empty or
-    undecodable data raises :class:`ImageDecodeError`.
+    undecodable data raises :class:`ImageDecodeError`.  Only PNG and JPEG payloads are decoded,
+    and only after their header's size passed the limits (see :func:`compressed_size`).
     """
     buf, fmt = _compressed_payload(msg)
+    _checked_payload_size(buf, fmt)
     try:
         if _IMREAD_COLOR_RGB is not None:
             img = cv2.imdecode(buf, _IMREAD_COLOR_RGB)
@@ -422,9 +574,10 @@ def compressed_to_array(msg: Any) -> np.ndarray:
     Keeps the stored depth and channels (e.g. a mono8 / mono16 PNG label image comes back as
     ``(H, W)`` ``uint8`` / ``uint16``).  Color images come back in OpenCV's BGR(A) order, as
     stored; use :func:`compressed_to_rgb` for display.  Handles ``compressedDepth`` 16UC1 payloads
-    (the 12-byte header is skipped).
+    (the 12-byte header is skipped).  The size is checked from the PNG / JPEG header first.
     """
     buf, fmt = _compressed_payload(msg)
+    _checked_payload_size(buf, fmt)
     try:
         img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:

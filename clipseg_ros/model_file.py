@@ -11,7 +11,10 @@ A ``.clipseg`` file is a zip archive (inspect it with ``unzip -l``) holding
   can run the model.
 
 Reading needs only the standard library (plus torch for the PyTorch weights, onnxruntime for
-the ONNX graph).  Writing (``save_model_file``) needs torch (and onnx for the ONNX member).
+the ONNX graph).  Opening a file checks the ONNX graph against the metadata too: the class count
+of its classifier (the Conv whose output the labels' ArgMax reads, found with a small protobuf
+reader, so the check needs neither onnx nor onnxruntime) must equal the number of class names.
+Writing (``save_model_file``) needs torch (and onnx for the ONNX member).
 Every problem raises :class:`ModelFileError` naming the file and what is wrong.
 """
 from __future__ import annotations
@@ -125,6 +128,125 @@ def validate_meta(meta: dict, path) -> ModelMeta:
     )
 
 
+# ---- the ONNX graph's class count -----------------------------------------------------------
+# A minimal reader of the protobuf wire format, for the few fields of onnx.proto needed here:
+# ModelProto.graph (7); GraphProto.node (1), .initializer (5); NodeProto.input (1), .output (2),
+# .op_type (4), .attribute (5); AttributeProto.name (1), .t (5); TensorProto.dims (1), .name (8).
+
+def _varint(buf: memoryview, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= len(buf) or shift > 63:
+            raise ValueError("truncated or invalid varint")
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, i
+        shift += 7
+
+
+def _pb_fields(buf: memoryview):
+    """(field number, wire type, value) of each field of one message: an int for varints, a
+    memoryview for length-delimited and fixed-size fields."""
+    i, n = 0, len(buf)
+    while i < n:
+        key, i = _varint(buf, i)
+        field_no, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, i = buf[i:i + size], i + size
+        elif wire == 2:
+            size, i = _varint(buf, i)
+            value, i = buf[i:i + size], i + size
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        if i > n:
+            raise ValueError("truncated protobuf message")
+        yield field_no, wire, value
+
+
+def _tensor_dims(buf: memoryview) -> tuple[str, list[int]]:
+    name, dims = "", []
+    for f, wire, v in _pb_fields(buf):
+        if f == 1 and wire == 0:
+            dims.append(v)
+        elif f == 1 and wire == 2:          # packed
+            j = 0
+            while j < len(v):
+                d, j = _varint(v, j)
+                dims.append(d)
+        elif f == 8 and wire == 2:
+            name = bytes(v).decode("utf-8", "replace")
+    return name, dims
+
+
+def onnx_num_classes(onnx_bytes: bytes) -> tuple[int, str, list[int]]:
+    """The class count of a deploy graph: ``(K, classifier weight name, its shape)``.
+
+    Follows the input of the graph's ArgMax (the labels) back through resizing / casts /
+    elementwise ops with a constant operand to the Conv that makes the logits; K is its weight's
+    first dimension.  Raises ValueError when the graph cannot be read or has no such classifier.
+    """
+    graph = None
+    for f, wire, v in _pb_fields(memoryview(onnx_bytes)):
+        if f == 7 and wire == 2:
+            graph = v
+    if graph is None:
+        raise ValueError("no graph in the ONNX model")
+    nodes, shapes = [], {}
+    for f, wire, v in _pb_fields(graph):
+        if f == 5 and wire == 2:
+            name, dims = _tensor_dims(v)
+            shapes[name] = dims
+        elif f == 1 and wire == 2:
+            node = {"input": [], "output": [], "op": "", "attr_tensors": []}
+            for nf, nw, nv in _pb_fields(v):
+                if nf in (1, 2) and nw == 2:
+                    node["input" if nf == 1 else "output"].append(bytes(nv).decode("utf-8", "replace"))
+                elif nf == 4 and nw == 2:
+                    node["op"] = bytes(nv).decode("utf-8", "replace")
+                elif nf == 5 and nw == 2:
+                    for af, aw, av in _pb_fields(nv):
+                        if af == 5 and aw == 2:
+                            node["attr_tensors"].append(_tensor_dims(av)[1])
+            nodes.append(node)
+    producer = {}
+    for node in nodes:
+        if node["op"] == "Constant" and node["attr_tensors"]:
+            for out in node["output"]:
+                shapes.setdefault(out, node["attr_tensors"][0])
+        for out in node["output"]:
+            producer[out] = node
+    argmax = [n for n in nodes if n["op"] == "ArgMax"]
+    if len(argmax) != 1:
+        raise ValueError(f"expected one ArgMax (the labels) in the ONNX graph, found {len(argmax)}")
+    tensor = argmax[0]["input"][0]
+    for _ in range(64):
+        node = producer.get(tensor)
+        if node is None:
+            break
+        op, inputs = node["op"], node["input"]
+        if op == "Conv":
+            weight = inputs[1] if len(inputs) > 1 else ""
+            dims = shapes.get(weight)
+            if not dims:
+                raise ValueError(f"the classifier Conv's weight {weight!r} is not a constant of the graph")
+            return int(dims[0]), weight, list(dims)
+        if op in ("Resize", "Upsample", "Identity", "Cast", "Softmax", "LogSoftmax", "Relu"):
+            tensor = inputs[0]
+        elif op in ("Add", "Sub", "Mul", "Div") and len(inputs) == 2:
+            variable = [t for t in inputs if t not in shapes]
+            if len(variable) != 1:
+                break
+            tensor = variable[0]
+        else:
+            break
+    raise ValueError("cannot find the classifier (a Conv feeding the labels' ArgMax) in the ONNX graph")
+
+
 class ModelFile:
     """A loaded, checked model file.  Members are read once at open time."""
 
@@ -160,6 +282,22 @@ class ModelFile:
                 raise ModelFileError(self.path, f"member {name} is corrupt (sha256 mismatch)")
         self._weights = raw.get(WEIGHTS_NAME)
         self.onnx_bytes: bytes | None = raw.get(ONNX_NAME)
+        if self.onnx_bytes is not None:
+            self._check_onnx_classes()
+
+    def _check_onnx_classes(self) -> None:
+        """The ONNX graph must output as many classes as the metadata names (the PyTorch weights
+        are checked against the architecture when they are loaded)."""
+        try:
+            k, weight, dims = onnx_num_classes(self.onnx_bytes)
+        except ValueError as exc:
+            raise ModelFileError(self.path, f"{ONNX_NAME} cannot be checked against {META_NAME}: {exc}") from None
+        want = self.meta.num_classes
+        if k != want:
+            raise ModelFileError(
+                self.path, f"{ONNX_NAME} outputs {k} classes (classifier {weight} has shape {dims}) but "
+                f"{META_NAME} describes {want} (class_names, palette, "
+                f"arch.num_classes={self.meta.arch.get('num_classes')})")
 
     @property
     def has_torch_weights(self) -> bool:
@@ -258,11 +396,11 @@ def save_model_file(path, network, class_names, *, palette=None, input_size=None
 
 
 def export_onnx_bytes(wrapper, sample_hw, opset: int = 17) -> bytes:
-    """ONNX graph of a DeployWrapper with dynamic height and width."""
+    """ONNX graph of a DeployWrapper with dynamic batch, height and width."""
     import torch
 
     sample = torch.zeros((1, int(sample_hw[0]), int(sample_hw[1]), 3), dtype=torch.uint8)
-    dyn = {1: "height", 2: "width"}
+    dyn = {0: "batch", 1: "height", 2: "width"}
     buf = io.BytesIO()
     import warnings
 

@@ -33,7 +33,8 @@ The subscription callback only puts the message into a one-slot mailbox (newest 
 that is replaced before the worker took it counts as *dropped*) and updates counters.  A plain
 worker thread decodes, segments and publishes, so latency does not grow when the camera is
 faster than the model.  The executor (single-threaded) runs the subscription, the diagnostics
-timer and the parameter services.
+timer and the parameter services; :func:`main` survives an exception raised in any of them (it is
+logged and counted as a callback error).
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -58,7 +60,7 @@ import rclpy
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
                                 SetParametersResult)
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -74,6 +76,10 @@ LATENCY_WINDOW = 300
 SLOW_FRACTION = 0.5
 #: camera_info messages kept to find the one with an image's stamp.
 CAMERA_INFO_KEEP = 10
+#: A frame stamped more than this many seconds before (or after) the node's clock has a stale
+#: stamp (a bag replayed without use_sim_time, a camera without time sync): its end-to-end latency
+#: means nothing, so it stays out of the latency window and is counted as a stale stamp instead.
+STALE_STAMP_S = 10.0
 
 _DEVICE_RE = re.compile(r"auto|cpu|cuda|cuda:\d+")
 _RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
@@ -135,8 +141,12 @@ PARAMETERS: tuple[_Param, ...] = (
            "Color override: flat r,g,b list, 3 values (0..255) per model class; unset or [] = the "
            "model's palette", constraints="length 3*K, values 0..255"),
     _Param("max_image_pixels", 0, _T.PARAMETER_INTEGER,
-           "Reject input images with more pixels than this; 0 = the codec's limit (64 Mpx)",
+           "Reject input images with more pixels than this, before decoding (compressed: from the "
+           "PNG/JPEG header); 0 = the codec's limit (64 Mpx)",
            int_range=(0, image_codec.MAX_PIXELS)),
+    _Param("autostart", True, _T.PARAMETER_BOOL,
+           "Walk the lifecycle to active at start-up; false: wait in unconfigured for "
+           "configure / activate through ~/change_state", read_only=True),
     _Param("label_groups", "", _T.PARAMETER_STRING,
            "YAML file mapping model classes to groups for ~/groups and ~/groups/color; "
            "empty = no groups", read_only=True, constraints="path or empty"),
@@ -168,6 +178,7 @@ class NodeConfig:
     palette: tuple = field(default_factory=tuple)
     max_image_pixels: int = 0
     label_groups: str = ""
+    autostart: bool = True
 
     def model_path(self) -> Path:
         return Path(self.model).expanduser() if self.model else DEFAULT_MODEL
@@ -235,7 +246,7 @@ class _Stats:
     COUNTERS = ("received", "processed", "dropped", "rejected", "inference_errors",
                 "color_computed", "color_published", "overlay_published", "confidence_published",
                 "camera_info_published", "labels_compressed_published", "groups_published",
-                "groups_color_published")
+                "groups_color_published", "stale_stamps", "callback_errors")
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -245,6 +256,7 @@ class _Stats:
         self.e2e_ms: deque = deque(maxlen=LATENCY_WINDOW)
         self.last_rejection = ""
         self.last_error = ""
+        self.last_callback_error = ""
 
     def add(self, **counts) -> None:
         with self.lock:
@@ -258,6 +270,7 @@ class _Stats:
             snap["e2e_ms"] = list(self.e2e_ms)
             snap["last_rejection"] = self.last_rejection
             snap["last_error"] = self.last_error
+            snap["last_callback_error"] = self.last_callback_error
         return snap
 
 
@@ -272,37 +285,181 @@ def _percentiles(values: list) -> tuple[float, float] | None:
 # the node
 # ------------------------------------------------------------------------------------------------
 
-class SegNode(Node):
+class SegNode(LifecycleNode):
     """Semantic segmentation node; see the module docstring for topics and threading.
+
+    A managed (lifecycle) node: ``configure`` loads and validates the model and creates the
+    publishers and the diagnostics timer; ``activate`` subscribes and starts processing;
+    ``deactivate`` stops processing (the model stays loaded); ``cleanup`` frees the model and the
+    publishers; ``shutdown`` does whatever of that is needed and finalizes.  With the
+    ``autostart`` parameter (default true) the constructor walks to active, so the node behaves
+    like a plain node.
 
     Keyword arguments go to :class:`rclpy.node.Node` (``context``, ``namespace``,
     ``parameter_overrides``, ``cli_args``, ...).  Raises :class:`StartupError` (after logging it)
-    when the model or a parameter value is unusable; the node is destroyed in that case.
+    when a parameter value is unusable or, with ``autostart``, when configure fails; the node is
+    destroyed in that case.
     """
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
+        self._guard_change_state()
         self._worker: threading.Thread | None = None
         self._cond = threading.Condition()
         self._slot = None          # the newest unprocessed message
         self._stopping = False
+        self.segmenter: Segmenter | None = None
+        self._sub = None
+        self._sub_camera_info = None
+        self._diag_timer = None
+        self._publishers_made: list = []
+        self._startup_error: str | None = None
+        self._stats = _Stats()
         try:
-            self._setup()
+            self._cfg = self._declare_parameters()
+            self.input_topic = self.resolve_topic_name(
+                "image/compressed" if self._cfg.input_compressed else "image")
+            self.add_on_set_parameters_callback(self._on_set_parameters)
+            if self._cfg.autostart:
+                for step in (self.trigger_configure, self.trigger_activate):
+                    if step() != TransitionCallbackReturn.SUCCESS:
+                        raise StartupError(self._startup_error or f"lifecycle {step.__name__} failed")
         except StartupError as exc:
-            self.get_logger().error(str(exc))
+            if self._startup_error is None:
+                self.get_logger().error(str(exc))
+            self.stop()
             self.destroy_node()
             raise
         except BaseException:
+            self.stop()
             self.destroy_node()
             raise
 
+    # ---- lifecycle ------------------------------------------------------------------------------
+    def _guard_change_state(self) -> None:
+        """A ChangeState request for a transition the current state does not have (e.g. activate
+        while unconfigured) makes rclpy's handler raise instead of answering; answer it with
+        ``success: false`` and a logged reason, so a client waits for nothing and the node goes on."""
+        service = getattr(self, "_service_change_state", None)
+        if service is None:
+            return
+        inner = service.callback
+
+        def guarded(request, response):
+            try:
+                return inner(request, response)
+            except Exception as exc:  # noqa: BLE001 - rclpy raises RCLError for unknown transitions
+                self.get_logger().warning(
+                    f"change_state: transition {request.transition.id} "
+                    f"{request.transition.label!r} refused in state {self.lifecycle_state}: {exc}")
+                response.success = False
+                return response
+
+        service.callback = guarded
+
+    @property
+    def lifecycle_state(self) -> str:
+        """``unconfigured``, ``inactive``, ``active`` or ``finalized`` (or a transition state)."""
+        return self._state_machine.current_state[1]
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._startup_error = None
+        try:
+            self._configure()
+        except StartupError as exc:
+            self._startup_error = str(exc)
+            self.get_logger().error(str(exc))
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info(f"configured: {self.model_path} ({self.num_classes} classes, "
+                               f"{self.segmenter.description})")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._subscribe()
+        with self._cond:
+            self._stopping, self._slot = False, None
+        self._worker = threading.Thread(target=self._work, name="seg_node_worker", daemon=True)
+        self._worker.start()
+        cfg = self._cfg
+        self.get_logger().info(
+            f"segmenting {self.input_topic} with {self.model_path} ({self.num_classes} classes, "
+            f"{self.segmenter.description}); publishing {self._pub_labels.topic_name} "
+            f"[color, overlay{', confidence' if cfg.publish_confidence else ''}]")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._unsubscribe()
+        self.stop()
+        self.get_logger().info("deactivated: not processing (the model stays loaded)")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self.get_logger().info("cleaned up: model unloaded")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._unsubscribe()
+        self.stop()
+        self._release()
+        self.get_logger().info("lifecycle shutdown")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._unsubscribe()
+        self.stop()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _subscribe(self) -> None:
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+        cfg = self._cfg
+        in_qos = self._in_qos
+        if cfg.input_compressed:
+            self._decode = image_codec.compressed_to_rgb
+            self._sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image, in_qos)
+        else:
+            self._decode = image_codec.image_to_rgb
+            self._sub = self.create_subscription(Image, "image", self._on_image, in_qos)
+        self.input_topic = self._sub.topic_name
+        info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, reliability=in_qos.reliability,
+                              depth=max(cfg.qos_depth, CAMERA_INFO_KEEP))
+        self.camera_info_topic = _caminfo.camera_info_topic(self.input_topic, cfg.input_compressed)
+        self._sub_camera_info = self.create_subscription(CameraInfo, self.camera_info_topic,
+                                                         self._on_camera_info, info_qos)
+
+    def _unsubscribe(self) -> None:
+        for name in ("_sub", "_sub_camera_info"):
+            sub = getattr(self, name, None)
+            if sub is not None:
+                self.destroy_subscription(sub)
+                setattr(self, name, None)
+
+    def _release(self) -> None:
+        """Free what configure made: the model, the publishers, the diagnostics timer."""
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        for pub in self._publishers_made:
+            self.destroy_publisher(pub)
+        self._publishers_made = []
+        self.segmenter = None
+        self._buffers = {}
+
+    def _publisher(self, msg_type, topic: str, qos):
+        pub = self.create_publisher(msg_type, topic, qos)
+        self._publishers_made.append(pub)
+        return pub
+
     # ---- set-up ---------------------------------------------------------------------------------
-    def _setup(self) -> None:
+    def _configure(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
-        from sensor_msgs.msg import CompressedImage, Image
+        from sensor_msgs.msg import Image
 
         self._Image = Image
-        cfg = self._declare_parameters()
+        cfg = self._cfg
         path = cfg.model_path()
         if not cfg.model and not path.is_file():
             raise StartupError(f"no model given and the default model file {path} is not installed; "
@@ -332,58 +489,37 @@ class SegNode(Node):
                                                          self.segmenter.palette)
             except _groups.LabelGroupsError as exc:
                 raise StartupError(f"parameter label_groups: {exc}") from None
-        self._cfg = cfg
         self._colorizer = self._make_colorizer(cfg.palette)
         self._buffers: dict[str, np.ndarray] = {}
-        self._stats = _Stats()
 
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-
-        in_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=cfg.qos_depth,
-                            reliability=_RELIABILITY[cfg.qos_reliability])
+        self._in_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=cfg.qos_depth,
+                                  reliability=_RELIABILITY[cfg.qos_reliability])
         out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                              reliability=_RELIABILITY[cfg.output_qos_reliability])
-        self._pub_labels = self.create_publisher(Image, "~/labels", out_qos)
-        self._pub_color = self.create_publisher(Image, "~/color", out_qos)
-        self._pub_overlay = self.create_publisher(Image, "~/overlay", out_qos)
-        self._pub_confidence = self.create_publisher(Image, "~/confidence", out_qos)
-        self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        if cfg.input_compressed:
-            self._decode = image_codec.compressed_to_rgb
-            self._sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image, in_qos)
-        else:
-            self._decode = image_codec.image_to_rgb
-            self._sub = self.create_subscription(Image, "image", self._on_image, in_qos)
-        self.input_topic = self._sub.topic_name
-        self._setup_extras(cfg, in_qos, out_qos)
+        self._pub_labels = self._publisher(Image, "~/labels", out_qos)
+        self._pub_color = self._publisher(Image, "~/color", out_qos)
+        self._pub_overlay = self._publisher(Image, "~/overlay", out_qos)
+        self._pub_confidence = self._publisher(Image, "~/confidence", out_qos)
+        self._pub_diag = self._publisher(DiagnosticArray, "/diagnostics", 10)
+        self._setup_extras(cfg, self._in_qos, out_qos)
 
-        self._diag_last = (time.monotonic(), 0, 0, 0, 0)   # time, received, processed, rejected, errors
+        # time, received, processed, rejected, inference errors, stale stamps, callback errors
+        self._diag_last = (time.monotonic(), 0, 0, 0, 0, 0, 0)
         self._diag_timer = self.create_timer(cfg.diagnostics_period, self._publish_diagnostics)
-        self._worker = threading.Thread(target=self._work, name="seg_node_worker", daemon=True)
-        self._worker.start()
-        self.get_logger().info(
-            f"segmenting {self.input_topic} with {self.model_path} ({self.num_classes} classes, "
-            f"{self.segmenter.description}); publishing {self._pub_labels.topic_name} "
-            f"[color, overlay{', confidence' if cfg.publish_confidence else ''}]")
 
     def _setup_extras(self, cfg: NodeConfig, in_qos: QoSProfile, out_qos: QoSProfile) -> None:
         """camera_info in and out, ~/labels/compressed, ~/groups and ~/groups/color."""
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
         self._CompressedImage = CompressedImage
-        self._pub_labels_compressed = self.create_publisher(CompressedImage, "~/labels/compressed",
-                                                            out_qos)
-        self._pub_groups = self.create_publisher(Image, "~/groups", out_qos)
-        self._pub_groups_color = self.create_publisher(Image, "~/groups/color", out_qos)
-        self._pub_camera_info = self.create_publisher(CameraInfo, "~/camera_info", out_qos)
+        self._pub_labels_compressed = self._publisher(CompressedImage, "~/labels/compressed", out_qos)
+        self._pub_groups = self._publisher(Image, "~/groups", out_qos)
+        self._pub_groups_color = self._publisher(Image, "~/groups/color", out_qos)
+        self._pub_camera_info = self._publisher(CameraInfo, "~/camera_info", out_qos)
         self._caminfo_lock = threading.Lock()
         self._caminfos: deque = deque(maxlen=CAMERA_INFO_KEEP)
         self._caminfo_notice = False
         self.camera_info_topic = _caminfo.camera_info_topic(self.input_topic, cfg.input_compressed)
-        info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, reliability=in_qos.reliability,
-                              depth=max(cfg.qos_depth, CAMERA_INFO_KEEP))
-        self._sub_camera_info = self.create_subscription(CameraInfo, self.camera_info_topic,
-                                                         self._on_camera_info, info_qos)
         if self._groups is not None:
             self._groups_colorizer = visualize.Colorizer(self._groups.palette)
             unmapped = ", ".join(self._groups.unmapped)
@@ -468,12 +604,13 @@ class SegNode(Node):
             value = prm.value
             if prm.name == "palette":
                 value = tuple(int(v) for v in (value or ()))
-            reason = validate_parameter(prm.name, value, self.num_classes)
+            reason = validate_parameter(prm.name, value, getattr(self, "num_classes", None)
+                                        if self.segmenter is not None else None)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
             updates[prm.name] = value
         if updates:
-            if "palette" in updates:
+            if "palette" in updates and self.segmenter is not None:
                 self._colorizer = self._make_colorizer(updates["palette"])
             self._cfg = replace(self._cfg, **updates)   # one atomic swap; the worker reads self._cfg
             self.get_logger().info("parameters changed: " + ", ".join(
@@ -506,6 +643,7 @@ class SegNode(Node):
         """Stop the worker thread (waits for the frame in progress)."""
         with self._cond:
             self._stopping = True
+            self._slot = None
             self._cond.notify_all()
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join(timeout=10.0)
@@ -541,13 +679,22 @@ class SegNode(Node):
 
     def _process(self, msg) -> None:
         cfg = self._cfg
-        if cfg.max_image_pixels and not cfg.input_compressed:
+        if cfg.max_image_pixels:
+            # before decoding: for raw images from the message fields, for compressed ones from
+            # the PNG / JPEG header (a small PNG can declare a huge image)
             try:
-                npx = int(msg.height) * int(msg.width)
+                if cfg.input_compressed:
+                    w, h, codec = image_codec.compressed_size(msg)
+                    where = f" (from its {codec.upper()} header, not decoded)"
+                else:
+                    w, h, where = int(msg.width), int(msg.height), ""
+            except image_codec.ImageDecodeError as exc:
+                self._reject(str(exc))
+                return
             except (TypeError, ValueError):
-                npx = 0
-            if npx > cfg.max_image_pixels:
-                self._reject(f"image {msg.width}x{msg.height} has more than max_image_pixels="
+                w = h = 0
+            if w * h > cfg.max_image_pixels:
+                self._reject(f"image {w}x{h}{where} has more than max_image_pixels="
                              f"{cfg.max_image_pixels} pixels")
                 return
         try:
@@ -573,6 +720,7 @@ class SegNode(Node):
         self._publish(self._pub_labels, labels, "mono8", header)
         stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
         e2e_ms = ((self.get_clock().now().nanoseconds - stamp_ns) / 1e6) if stamp_ns else None
+        stale = e2e_ms is not None and abs(e2e_ms) > STALE_STAMP_S * 1000.0
 
         want_color = cfg.publish_color and self._pub_color.get_subscription_count() > 0
         want_overlay = cfg.publish_overlay and self._pub_overlay.get_subscription_count() > 0
@@ -600,8 +748,25 @@ class SegNode(Node):
             for k, v in counts.items():
                 setattr(self._stats, k, getattr(self._stats, k) + v)
             self._stats.inference_ms.append(inference_ms)
-            if e2e_ms is not None:
+            if stale:
+                self._stats.stale_stamps += 1
+            elif e2e_ms is not None:
                 self._stats.e2e_ms.append(e2e_ms)
+
+    def callback_failed(self, exc: BaseException) -> None:
+        """Count and log (throttled) an exception that escaped a callback of the executor, e.g.
+        rclpy's own parameter service on a malformed request; :func:`main` then goes on spinning."""
+        where = ""
+        frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ is not None else []
+        if frames:
+            last = frames[-1]
+            where = f" (in {last.name}, {Path(last.filename).name}:{last.lineno})"
+        reason = f"{type(exc).__name__}: {exc}{where}"
+        with self._stats.lock:
+            self._stats.callback_errors += 1
+            self._stats.last_callback_error = reason
+        self.get_logger().error(f"a callback failed and was skipped, the node goes on: {reason}",
+                                throttle_duration_sec=2.0)
 
     # ---- introspection and diagnostics --------------------------------------------------------
     @property
@@ -611,7 +776,8 @@ class SegNode(Node):
     @property
     def stats(self) -> dict:
         """A snapshot of the counters: received, processed, dropped, rejected, inference_errors,
-        color_computed, color/overlay/confidence_published, latency windows and last reasons."""
+        color_computed, color/overlay/confidence_published, stale_stamps, callback_errors, latency
+        windows and last reasons."""
         return self._stats.snapshot()
 
     def diagnostic_status(self):
@@ -620,14 +786,16 @@ class SegNode(Node):
 
         snap = self._stats.snapshot()
         now = time.monotonic()
-        t_prev, rec_prev, proc_prev, rej_prev, err_prev = self._diag_last
+        t_prev, rec_prev, proc_prev, rej_prev, err_prev, stale_prev, cb_prev = self._diag_last
         self._diag_last = (now, snap["received"], snap["processed"], snap["rejected"],
-                           snap["inference_errors"])
+                           snap["inference_errors"], snap["stale_stamps"], snap["callback_errors"])
         dt = max(now - t_prev, 1e-6)
         in_hz = (snap["received"] - rec_prev) / dt
         out_hz = (snap["processed"] - proc_prev) / dt
         new_rejected = snap["rejected"] - rej_prev
         new_errors = snap["inference_errors"] - err_prev
+        new_stale = snap["stale_stamps"] - stale_prev
+        new_cb_errors = snap["callback_errors"] - cb_prev
         inf = _percentiles(snap["inference_ms"])
         e2e = _percentiles(snap["e2e_ms"])
 
@@ -642,6 +810,14 @@ class SegNode(Node):
             st.level, st.message = DiagnosticStatus.ERROR, f"inference failed: {snap['last_error']}"
         elif new_rejected:
             st.level, st.message = DiagnosticStatus.WARN, f"rejecting frames: {snap['last_rejection']}"
+        elif new_cb_errors:
+            st.level, st.message = (DiagnosticStatus.WARN,
+                                    f"a callback failed (skipped): {snap['last_callback_error']}")
+        elif new_stale:
+            st.level, st.message = (DiagnosticStatus.WARN,
+                                    f"{new_stale} frame(s) stamped more than {STALE_STAMP_S:g} s away "
+                                    f"from the node's clock (bag without use_sim_time? camera without "
+                                    f"time sync?); left out of the end-to-end latency")
         elif in_hz >= 1.0 and out_hz < SLOW_FRACTION * in_hz:
             st.level, st.message = (DiagnosticStatus.WARN,
                                     f"processing {out_hz:.1f} of {in_hz:.1f} frames/s")
@@ -656,12 +832,15 @@ class SegNode(Node):
             ("frames dropped", str(snap["dropped"])),
             ("frames rejected", str(snap["rejected"])),
             ("inference errors", str(snap["inference_errors"])),
+            ("stale stamps", str(snap["stale_stamps"])),
+            ("callback errors", str(snap["callback_errors"])),
             ("input rate (Hz)", f"{in_hz:.2f}"),
             ("processed rate (Hz)", f"{out_hz:.2f}"),
             ("inference latency median (ms)", ms(inf[0] if inf else None)),
             ("inference latency p95 (ms)", ms(inf[1] if inf else None)),
             ("end-to-end latency median (ms)", ms(e2e[0] if e2e else None)),
             ("end-to-end latency p95 (ms)", ms(e2e[1] if e2e else None)),
+            ("lifecycle state", self.lifecycle_state),
             ("backend", self.segmenter.description),
             ("tensorrt engine", self.segmenter.engine_note or "not used"),
             ("device", self.segmenter.device),
@@ -669,6 +848,7 @@ class SegNode(Node):
             ("input topic", self.input_topic),
             ("last rejection reason", snap["last_rejection"] or "none"),
             ("last error", snap["last_error"] or "none"),
+            ("last callback error", snap["last_callback_error"] or "none"),
         ]
         st.values = [KeyValue(key=k, value=v) for k, v in values]
         return st
@@ -692,7 +872,11 @@ def main(argv=None) -> int:
 
     ``seg_node -h`` / ``--help`` prints the topics, the parameter table and examples and returns
     0 before any ROS context exists.  ``argv`` is rclpy's (program name first, default
-    ``sys.argv``); everything else on it goes to ``rclpy.init`` unchanged."""
+    ``sys.argv``); everything else on it goes to ``rclpy.init`` unchanged.
+
+    An exception that escapes a callback while spinning (the node's own callbacks catch theirs;
+    this is for rclpy's, such as the parameter services on a malformed request) is logged with
+    its reason, counted as a callback error in the diagnostics, and the node goes on."""
     from . import node_help
 
     if node_help.wants_help(list(sys.argv if argv is None else argv)[1:]):
@@ -702,7 +886,7 @@ def main(argv=None) -> int:
         except BrokenPipeError:       # seg_node --help | head
             sys.stdout = None
         return 0
-    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
     stop = threading.Event()
@@ -730,8 +914,16 @@ def main(argv=None) -> int:
                 return 1          # already logged by the node
             executor = SingleThreadedExecutor()
             executor.add_node(node)
-            while not stop.is_set() and rclpy.ok():
-                executor.spin_once(timeout_sec=0.1)
+            while not stop.is_set() and rclpy.ok() and node.lifecycle_state != "finalized":
+                try:
+                    executor.spin_once(timeout_sec=0.1)
+                except ExternalShutdownException:
+                    break
+                except Exception as exc:  # noqa: BLE001 - e.g. rclpy's parameter service on a
+                    # malformed request: one bad message from any client must not stop the node.
+                    # Ctrl-C / SIGTERM (the stop event, KeyboardInterrupt) still end the loop.
+                    node.callback_failed(exc)
+                    time.sleep(0.01)
             executor.remove_node(node)
             executor.shutdown(timeout_sec=1.0)
             return 0

@@ -55,6 +55,8 @@ TOPICS: tuple[Topic, ...] = (
           "rgb8 group colors (with label_groups, while subscribed)"),
     Topic("out", "/diagnostics", "diagnostic_msgs/DiagnosticArray",
           "rates, drops, latency every diagnostics_period s"),
+    Topic("out", "~/transition_event", "lifecycle_msgs/TransitionEvent",
+          "lifecycle transitions (configure, activate, ...; services ~/change_state, ~/get_state)"),
 )
 
 EXAMPLES = (

@@ -109,13 +109,20 @@ class _TorchBackend:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
+    batchable = True
+
     def __call__(self, image: np.ndarray, want_confidence: bool):
+        labels, conf = self.run_batch(image[None], want_confidence)
+        return labels[0], (conf[0] if conf is not None else None)
+
+    def run_batch(self, images: np.ndarray, want_confidence: bool):
+        """``images``: (N, H, W, 3) uint8 -> labels (N, H, W) uint8, confidence (N, H, W) or None."""
         torch = self.torch
         with torch.inference_mode():
-            x = torch.from_numpy(image).unsqueeze(0).to(self.device, non_blocking=True)
+            x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device, non_blocking=True)
             labels, conf = self.module(x)
-            labels = labels[0].cpu().numpy()
-            conf = conf[0].float().cpu().numpy() if want_confidence else None
+            labels = labels.cpu().numpy()
+            conf = conf.float().cpu().numpy() if want_confidence else None
         return labels, conf
 
 
@@ -172,11 +179,39 @@ class _OnnxBackend:
         if self.trt_cache is not None and "TensorrtExecutionProvider" in self.providers:
             how = "built" if self.trt_build else "loaded from cache"
             self.engine_note = f"{how} in {time.perf_counter() - t0:.1f} s ({self.trt_cache.folder})"
+        self._check_io(model)
+
+    def _check_io(self, model: ModelFile) -> None:
+        """The graph must take and give what the deploy graph does (its class count was checked
+        against the metadata when the file was opened)."""
+        ins = self.session.get_inputs()
+        outs = {o.name: o for o in self.session.get_outputs()}
+        if (len(ins) != 1 or ins[0].name != ONNX_INPUT or ins[0].type != "tensor(uint8)"
+                or len(ins[0].shape) != 4 or ins[0].shape[3] != 3):
+            got = ", ".join(f"{i.name} {i.type} {i.shape}" for i in ins)
+            raise ModelFileError(model.path, f"model.onnx takes {got}, not one uint8 tensor "
+                                 f"{ONNX_INPUT!r} of shape (N, H, W, 3)")
+        for name, want in zip(ONNX_OUTPUTS, ("tensor(uint8)", "tensor(float)")):
+            if name not in outs or outs[name].type != want:
+                got = ", ".join(f"{o.name} {o.type}" for o in outs.values())
+                raise ModelFileError(model.path, f"model.onnx outputs {got}; expected {name!r} as {want}")
+
+    @property
+    def batchable(self) -> bool:
+        """True when the graph's batch dimension is dynamic (files exported since batching came;
+        older files have a fixed batch of 1 and run frame by frame)."""
+        dim = self.session.get_inputs()[0].shape[0]
+        return not isinstance(dim, int)
 
     def __call__(self, image: np.ndarray, want_confidence: bool):
         names = list(ONNX_OUTPUTS) if want_confidence else [ONNX_OUTPUTS[0]]
         outs = self.session.run(names, {ONNX_INPUT: image[None]})
         return outs[0][0], (outs[1][0] if want_confidence else None)
+
+    def run_batch(self, images: np.ndarray, want_confidence: bool):
+        names = list(ONNX_OUTPUTS) if want_confidence else [ONNX_OUTPUTS[0]]
+        outs = self.session.run(names, {ONNX_INPUT: np.ascontiguousarray(images)})
+        return outs[0], (outs[1] if want_confidence else None)
 
 
 class Segmenter:
@@ -250,6 +285,40 @@ class Segmenter:
         if self.backend == "onnxruntime":
             extra = " [" + ",".join(self._backend.providers) + "]"
         return f"{self.backend}{extra} on {self.device} ({self.precision})"
+
+    @property
+    def batchable(self) -> bool:
+        """Whether :meth:`segment_batch` runs several frames in one inference call."""
+        return bool(getattr(self._backend, "batchable", False))
+
+    def segment_batch(self, frames: list, want_confidence: bool = False) -> list:
+        """Segment several RGB frames (e.g. one per camera).  Frames that reach the network at the
+        same size go through ONE inference call when the backend allows it (:attr:`batchable`);
+        otherwise, and for a single frame, they run one by one.  Returns a
+        :class:`SegmentationResult` per frame, in order; ``timings["inference"]`` is the batch's
+        time and ``timings["batch"]`` its size."""
+        if len(frames) <= 1 or not self.batchable:
+            return [self(f, want_confidence) for f in frames]
+        t0 = time.perf_counter()
+        inputs = [self.preprocess(f).copy() for f in frames]      # preprocess reuses one buffer
+        if len({x.shape for x in inputs}) != 1:
+            return [self(f, want_confidence) for f in frames]
+        t1 = time.perf_counter()
+        labels, conf = self._backend.run_batch(np.stack(inputs), want_confidence)
+        t2 = time.perf_counter()
+        out = []
+        for i, rgb in enumerate(frames):
+            lab = labels[i]
+            cf = conf[i] if conf is not None else None
+            h, w = rgb.shape[:2]
+            if lab.shape != (h, w):
+                lab = cv2.resize(lab, (w, h), interpolation=cv2.INTER_NEAREST)
+                if cf is not None:
+                    cf = cv2.resize(cf, (w, h), interpolation=cv2.INTER_LINEAR)
+            out.append(SegmentationResult(lab, cf, {"preprocess": (t1 - t0) / len(frames),
+                                                    "inference": t2 - t1, "postprocess": 0.0,
+                                                    "batch": len(frames)}))
+        return out
 
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:

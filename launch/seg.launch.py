@@ -15,6 +15,8 @@ Arguments
 ``namespace``         namespace of the node (outputs become ``<namespace>/seg_node/...``)
 ``params_file``       parameters YAML (default: the installed ``config/params.yaml``); the
                       arguments above override the values in it
+``autostart``         ``true`` (default): the managed node walks to active at start; ``false``: it
+                      waits in unconfigured for ``ros2 lifecycle set <node> configure`` / ``activate``
 ``use_rviz``          start rviz2 showing the input, ``~/overlay`` and ``~/color`` of this node:
                       ``config/seg.rviz`` rendered at launch time for the ``image``,
                       ``input_compressed`` and ``namespace`` given (``clipseg_ros.rviz_config``)
@@ -56,6 +58,7 @@ def generate_launch_description() -> LaunchDescription:
     namespace = LaunchConfiguration("namespace")
     params_file = LaunchConfiguration("params_file")
     use_rviz = LaunchConfiguration("use_rviz")
+    autostart = LaunchConfiguration("autostart")
 
     args = [
         DeclareLaunchArgument("model", default_value="",
@@ -71,6 +74,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node"),
         DeclareLaunchArgument("params_file", default_value=str(Path(share) / "config" / "params.yaml"),
                               description="Parameters YAML for seg_node"),
+        DeclareLaunchArgument("autostart", default_value="true", choices=["true", "false"],
+                              description="Walk the managed node to active at start (false: wait for "
+                                          "configure / activate on ~/change_state)"),
         DeclareLaunchArgument("use_rviz", default_value="false", choices=["true", "false"],
                               description="Start rviz2 on the input, ~/overlay and ~/color of this "
                                           "node (config/seg.rviz rendered for image and namespace)"),
@@ -90,6 +96,7 @@ def generate_launch_description() -> LaunchDescription:
                 "device": ParameterValue(device, value_type=str),
                 "backend": ParameterValue(backend, value_type=str),
                 "input_compressed": ParameterValue(input_compressed, value_type=bool),
+                "autostart": ParameterValue(autostart, value_type=bool),
             },
         ],
         # Only one of the two names is subscribed (input_compressed decides), so both rules can

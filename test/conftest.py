@@ -8,7 +8,9 @@ import os
 import tempfile
 from pathlib import Path
 
-os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "SHM?max_msg_size=4MB&sockets_size=32MB"
+# sockets_size=64MB: camera-sized messages arrive whole.  No max_msg_size: with it, messages whose
+# byte 60 from the end is 0x80 arrived 60 bytes short and were dropped (docs/node.md).
+os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "SHM?sockets_size=64MB"
 # A domain id of our own per test process (0..101 are valid for Fast DDS on Linux).
 os.environ.setdefault("ROS_DOMAIN_ID", str(40 + os.getpid() % 50))
 os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="clipseg_roslog_"))

@@ -7,7 +7,8 @@ started with :func:`start_process` inherit them (``os.environ``).
 * :func:`known_model` – a tiny model file whose every pixel gets a known class (cached per process).
 * :class:`RosHarness` – a fresh ``Context``, a tester node and a ``MultiThreadedExecutor`` spinning
   in a background thread; publishers, :class:`Collector` subscriptions, waiting helpers.
-* :func:`image_msg`, :func:`compressed_msg`, :func:`raw_image_msg` – input messages from numpy.
+* :func:`image_msg`, :func:`compressed_msg`, :func:`raw_image_msg` – input messages from numpy;
+  :func:`png_bomb` – a small PNG that declares a huge image.
 * :func:`start_process` / :func:`stop_process` – subprocesses in their own process group, killed
   reliably.
 """
@@ -18,11 +19,13 @@ import functools
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import cv2
@@ -77,6 +80,26 @@ def known_model(label: int = 2, num_classes: int = 4, input_size: tuple = (64, 9
     path = _model_dir() / f"known_{arch}_{label}of{num_classes}_{h}x{w}{'' if onnx else '_noonnx'}.clipseg"
     save_model_file(path, net, [f"class{i}" for i in range(num_classes)], input_size=[h, w], onnx=onnx)
     return str(path)
+
+
+def inconsistent_model(dest: Path, label: int = 10, num_classes: int = 11) -> Path:
+    """A model file whose network outputs ``num_classes`` (every pixel ``label``) while its
+    meta.json consistently describes one class fewer: class names, palette and arch.num_classes.
+    Every member's sha256 still matches (meta.json only lists the other members)."""
+    import json
+    import zipfile
+
+    from clipseg_ros.model_file import atomic_write_zip
+
+    with zipfile.ZipFile(known_model(label, num_classes, (64, 96))) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    meta = json.loads(members["meta.json"])
+    meta["class_names"] = meta["class_names"][: num_classes - 1]
+    meta["palette"] = meta["palette"][: num_classes - 1]
+    meta["arch"]["num_classes"] = num_classes - 1
+    members["meta.json"] = json.dumps(meta, indent=2).encode()
+    atomic_write_zip(dest, members)
+    return Path(dest)
 
 
 def truncated_copy(model_path: str, dest: Path, keep: float = 0.5) -> Path:
@@ -158,6 +181,22 @@ def raw_image_msg(height: int, width: int, encoding: str, step: int, data: bytes
                 encoding=encoding, is_bigendian=0, step=step)
     msg.data = bytes(data)
     return msg
+
+
+def png_chunk(ctype: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + ctype + data + struct.pack(">I", zlib.crc32(ctype + data))
+
+
+@functools.lru_cache(maxsize=4)
+def png_bomb(width: int, height: int, color_type: int = 0) -> bytes:
+    """A real PNG declaring ``width``x``height`` 8-bit pixels, all zero: a few hundred KB that
+    decode to width*height*channels bytes."""
+    channels = {0: 1, 2: 3}[color_type]
+    comp = zlib.compressobj(9)
+    row = bytes(1 + width * channels)            # filter byte 0 + zero pixels
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
 
 
 def pattern_image(height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:

@@ -1,9 +1,12 @@
 """Tests for clipseg_ros.image_codec: real sensor_msgs messages and rosbags-like namespaces."""
 import array
+import struct
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,6 +16,7 @@ from std_msgs.msg import Header
 
 from clipseg_ros import image_codec as ic
 from clipseg_ros.image_codec import ImageDecodeError
+from ros_helpers import png_bomb, png_chunk
 
 # encoding -> (dtype, channels)
 LAYOUTS = {
@@ -123,7 +127,7 @@ def test_property_decode_any_size_padding_and_byte_order(encoding, h, w, pad, bi
         w += w % 2  # 4:2:2 needs an even width
     rng = np.random.default_rng(seed)
     px = random_pixels(rng, encoding, h, w)
-    msg = make_msg(container, encoding, px, pad=pad, bigendian=bigendian, rng=rng, extra=pad % 3)
+    msg = make_msg(container, encoding, px, pad=pad, bigendian=bigendian, rng=rng)
     arr = ic.image_to_array(msg)
     np.testing.assert_array_equal(arr, px)
     rgb = ic.image_to_rgb(msg)
@@ -366,6 +370,140 @@ def test_compressed_errors():
         ic.compressed_to_array(SimpleNamespace(format="png", data=np.zeros(0, np.uint8)))
     with pytest.raises(ImageDecodeError, match="header"):
         ic.compressed_to_array(SimpleNamespace(format="16UC1; compressedDepth png", data=bytes(5)))
+
+
+@pytest.mark.parametrize("container", CONTAINERS)
+def test_data_longer_than_step_times_height_is_rejected(container):
+    """sensor_msgs/Image: data is step*height bytes; trailing bytes mean a wrong height/step."""
+    px = np.random.default_rng(8).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    for extra in (1, 7 * 3, 1000):
+        msg = make_msg(container, "rgb8", px, pad=2, extra=extra)
+        with pytest.raises(ImageDecodeError, match=rf"longer than step\*height.*{extra} trailing bytes"):
+            ic.image_to_rgb(msg)
+        with pytest.raises(ImageDecodeError, match="longer than step"):
+            ic.image_to_array(msg)
+    np.testing.assert_array_equal(ic.image_to_rgb(make_msg(container, "rgb8", px, pad=2)), px)
+
+
+# ---- sizes from PNG / JPEG headers -----------------------------------------------------------
+
+def jpeg_of(img, **params) -> bytes:
+    flags = []
+    for k, v in params.items():
+        flags += [getattr(cv2, f"IMWRITE_JPEG_{k.upper()}"), v]
+    ok, enc = cv2.imencode(".jpg", img, flags)
+    assert ok
+    return enc.tobytes()
+
+
+def size_of(data: bytes, fmt: str = "jpeg"):
+    return ic.compressed_size(SimpleNamespace(format=fmt, data=data))
+
+
+def test_compressed_size_reads_png_and_jpeg_headers():
+    img = smooth_rgb(37, 53)
+    _, png = ic.encode_compressed(img, "png")
+    assert size_of(png, "png") == (53, 37, "png")
+    _, png16 = ic.encode_compressed(np.zeros((5, 9), np.uint16), "png")
+    assert size_of(png16, "png") == (9, 5, "png")
+    assert size_of(jpeg_of(img)) == (53, 37, "jpeg")                              # baseline SOF0
+    assert size_of(jpeg_of(img, progressive=1)) == (53, 37, "jpeg")               # SOF2
+    assert size_of(jpeg_of(img, rst_interval=1)) == (53, 37, "jpeg")          # with DRI
+    # a CompressedImage whose format string disagrees with the payload: the payload decides
+    assert size_of(png, "jpeg") == (53, 37, "png")
+    # the depth image transport's 12-byte header is skipped
+    _, dpng = ic.encode_compressed(np.zeros((6, 4), np.uint16), "png")
+    assert size_of(bytes(12) + dpng, "16UC1; compressedDepth png") == (4, 6, "png")
+
+
+def test_jpeg_header_walk_handles_fill_bytes_standalone_markers_and_tables():
+    img = smooth_rgb(21, 34)
+    jpg = jpeg_of(img)
+    soi, rest = jpg[:2], jpg[2:]
+    # fill bytes before a marker; TEM and RST markers have no length field; a DHT (c4), JPG (c8)
+    # and DAC (cc) segment are not frame headers even though their codes sit among the SOFn
+    dht = b"\xff\xc4" + struct.pack(">H", 2 + 17 + 1) + bytes([0x00] + [1] + [0] * 15) + b"\x00"
+    dac = b"\xff\xcc" + struct.pack(">H", 4) + b"\x00\x11"
+    jpgx = b"\xff\xc8" + struct.pack(">H", 4) + b"\x00\x00"
+    com = b"\xff\xfe" + struct.pack(">H", 7) + b"hello"
+    odd = soi + b"\xff\xff\xff" + b"\xff\x01" + b"\xff\xd3" + com + dht + dac + jpgx + b"\xff\xff" + rest
+    assert size_of(odd) == (34, 21, "jpeg")
+    # an extended-sequential / lossless / arithmetic SOF also counts (only the header is read)
+    for code in (0xC1, 0xC3, 0xC9, 0xCF):
+        sof = b"\xff" + bytes([code]) + struct.pack(">HBHHB", 11, 8, 300, 400, 1) + b"\x01\x11\x00"
+        assert size_of(soi + com + sof) == (400, 300, "jpeg"), hex(code)
+
+
+@pytest.mark.parametrize("data,reason", [
+    (b"\xff\xd8", "ends after 2 bytes before a frame header"),
+    (b"\xff\xd8\xff", "ends in fill bytes"),
+    (b"\xff\xd8\x00\xff\xc0", "expected a marker at offset 2, found byte 0x00"),
+    (b"\xff\xd8\xff\x00", "invalid marker ff00"),
+    (b"\xff\xd8\xff\xd9", "EOI marker at offset 2 before any frame header"),
+    (b"\xff\xd8\xff\xda\x00\x08", "SOS marker at offset 2 before any frame header"),
+    (b"\xff\xd8\xff\xd8", "SOI marker at offset 2"),
+    (b"\xff\xd8\xff\xe0\x00", "truncated inside the APP0 segment"),
+    (b"\xff\xd8\xff\xe0\x00\x01", "APP0 segment at offset 2 has an invalid length 1"),
+    (b"\xff\xd8\xff\xe1\x40\x00exif", "APP1 segment at offset 2 has length 16384, past the end"),
+    (b"\xff\xd8\xff\xc0\x00\x05\x08\x00\x10", "SOF0 at offset 2 is too short"),
+    (b"\xff\xd8\xff\xc0\x00\x08\x08\x00\x00\x00\x10\x01", "height 0 (set by a later DNL marker)"),
+    (b"\xff\xd8\xff\xc2\x00\x08\x08\x00\x10\x00\x00\x01", "SOF2 gives width 0"),
+    (b"\xff\xd9", "neither a PNG nor a JPEG"),
+    (b"\x89PNG\r\n\x1a", "signature is incomplete"),
+    (b"\x89PNX\r\n\x1a\n" + bytes(30), "signature is wrong"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(10), "truncated, 18 bytes"),
+    (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IDAT", bytes(13)), "first chunk is b'IDAT', not IHDR"),
+    (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", bytes(14)), "IHDR chunk has length 14"),
+    (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 5, 8, 0, 0, 0, 0)),
+     "invalid size 0x5"),
+    (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 5, 5, 8, 7, 0, 0, 0)),
+     "invalid color type 7"),
+    (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 5, 5, 8, 0, 0, 0, 0))[:-1] + b"\x00",
+     "IHDR CRC mismatch"),
+    (b"GIF89a\x10\x00\x10\x00", "neither a PNG nor a JPEG"),
+    (b"BM" + bytes(60), "neither a PNG nor a JPEG"),
+])
+def test_bad_headers_are_rejected_naming_the_problem(data, reason):
+    for fn in (ic.compressed_size, ic.compressed_to_rgb, ic.compressed_to_array):
+        with pytest.raises(ImageDecodeError) as exc:
+            fn(SimpleNamespace(format="x", data=data))
+        assert reason in str(exc.value), (fn.__name__, str(exc.value))
+        assert "could not be decoded" in str(exc.value)
+
+
+def test_truncated_real_files_are_rejected_before_decoding():
+    img = smooth_rgb(40, 60)
+    _, png = ic.encode_compressed(img, "png")
+    jpg = jpeg_of(img)
+    for data in (png[:20], png[:32]):
+        with pytest.raises(ImageDecodeError, match="PNG header: truncated"):
+            ic.compressed_to_rgb(SimpleNamespace(format="png", data=data))
+    sof = jpg.index(b"\xff\xc0")
+    for cut in (3, 10, sof, sof + 5):
+        with pytest.raises(ImageDecodeError, match="JPEG header"):
+            ic.compressed_to_rgb(SimpleNamespace(format="jpeg", data=jpg[:cut]))
+
+
+def test_decompression_bomb_is_refused_from_its_header():
+    bomb = png_bomb(20000, 20000)
+    assert len(bomb) < 600_000
+    msg = SimpleNamespace(format="png", data=bomb)
+    for fn in (ic.compressed_size, ic.compressed_to_rgb, ic.compressed_to_array):
+        t0 = time.perf_counter()
+        with pytest.raises(ImageDecodeError, match=r"declares 20000x20000 \(400000000 pixels\) in its PNG "
+                                                   r"header.*not decoded"):
+            fn(msg)
+        assert time.perf_counter() - t0 < 0.5      # decoding it would take seconds
+    # over the pixel limit but within the side limit; a JPEG header claiming the same
+    with pytest.raises(ImageDecodeError, match="declares 16384x16384"):
+        ic.compressed_size(SimpleNamespace(format="png", data=b"\x89PNG\r\n\x1a\n" + png_chunk(
+            b"IHDR", struct.pack(">IIBBBBB", 16384, 16384, 8, 0, 0, 0, 0))))
+    sof = b"\xff\xc0" + struct.pack(">HBHHB", 11, 8, 20000, 20000, 1) + b"\x01\x11\x00"
+    with pytest.raises(ImageDecodeError, match="declares 20000x20000.*JPEG header"):
+        ic.compressed_to_rgb(SimpleNamespace(format="jpeg", data=b"\xff\xd8" + sof + b"\xff\xda"))
+    # a small bomb-like PNG within the limits decodes to what it declares
+    small = ic.compressed_to_array(SimpleNamespace(format="png", data=png_bomb(300, 200)))
+    assert small.shape == (200, 300) and not small.any()
 
 
 def test_encode_compressed_rejects_bad_input():

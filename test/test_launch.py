@@ -23,7 +23,7 @@ PARAMS = REPO / "config" / "params.yaml"
 RVIZ = REPO / "config" / "seg.rviz"
 
 LAUNCH_ARGS = {"model", "image", "input_compressed", "device", "backend", "namespace", "params_file",
-               "use_rviz"}
+               "autostart", "use_rviz"}
 
 
 def test_launch_file_is_valid_python():
@@ -99,7 +99,8 @@ _CHANGED = {"device": "cpu", "backend": "onnxruntime", "precision": "fp32", "thr
             "input_compressed": True, "qos_reliability": "reliable", "qos_depth": 3,
             "output_qos_reliability": "best_effort", "diagnostics_period": 2.5, "overlay_alpha": 0.25,
             "publish_color": False, "publish_overlay": False, "publish_confidence": True,
-            "max_image_pixels": 123456, "label_groups": "(a file written by the test)"}
+            "max_image_pixels": 123456, "label_groups": "(a file written by the test)",
+            "autostart": False}
 
 
 @pytest.mark.parametrize("variant", ["as_shipped", "changed"])

@@ -215,6 +215,69 @@ def test_weights_that_do_not_match_the_architecture(tmp_path):
         Segmenter(bad, device="cpu", backend="torch")
 
 
+def test_onnx_graph_must_output_the_classes_the_metadata_names(tmp_path):
+    """meta.json says 10 classes (names, palette, arch) but the network outputs 11: refused when
+    the file is opened, with the file and the mismatch named, for both backends."""
+    import sys
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from ros_helpers import inconsistent_model
+
+    bad = inconsistent_model(tmp_path / "eleven_as_ten.clipseg")
+    for backend in ("onnxruntime", "torch"):
+        with pytest.raises(ModelFileError) as info:
+            Segmenter(bad, device="cpu", backend=backend)
+        msg = str(info.value)
+        assert str(bad) in msg and "model.onnx outputs 11 classes" in msg and "describes 10" in msg, msg
+    # without the ONNX member the torch weights are what disagrees
+    noonnx = _rewrite(bad, tmp_path / "eleven_as_ten_noonnx.clipseg", drop=["model.onnx"],
+                      mutate_meta=lambda m: m["members"].pop("model.onnx"))
+    with pytest.raises(ModelFileError, match="do not match"):
+        Segmenter(noonnx, device="cpu", backend="torch")
+    from clipseg_ros.model_file import onnx_num_classes
+
+    # the reader finds the classifier of a guided STDC too (an unguided MobileNetV2 above; the
+    # bundled default model, a guided MobileNetV2, is opened by test_default_model.py)
+    for name, text_dim in (("stdc1", 16),):
+        net = create_model(name, 6, text_dim).eval()
+        if text_dim:
+            net.text_guidance.set_text_embeddings(torch.randn(6, text_dim))
+        path = tmp_path / f"{name}.clipseg"
+        save_model_file(path, net, [f"c{i}" for i in range(6)], input_size=[32, 32])
+        with zipfile.ZipFile(path) as zf:
+            k, weight, dims = onnx_num_classes(zf.read("model.onnx"))
+        assert k == 6 and dims[0] == 6 and weight, (name, weight, dims)
+    with pytest.raises(ValueError, match="no graph"):
+        onnx_num_classes(b"")
+
+
+def test_onnx_graph_with_other_inputs_or_outputs_is_refused(tmp_path):
+    import hashlib
+
+    import onnx
+
+    good = tmp_path / "good.clipseg"
+    save_model_file(good, _known_net(), ["w", "x", "y", "z"], input_size=[32, 48])
+    with zipfile.ZipFile(good) as zf:
+        graph = onnx.load_from_string(zf.read("model.onnx"))
+    for node in graph.graph.node:
+        node.output[:] = ["conf" if o == "confidence" else o for o in node.output]
+    graph.graph.output[1].name = "conf"
+    data = graph.SerializeToString()
+    bad = tmp_path / "renamed.clipseg"
+    with zipfile.ZipFile(good) as zf, zipfile.ZipFile(bad, "w") as out:
+        for name in zf.namelist():
+            if name == "meta.json":
+                meta = json.loads(zf.read(name))
+                meta["members"]["model.onnx"] = hashlib.sha256(data).hexdigest()
+                out.writestr(name, json.dumps(meta))
+            else:
+                out.writestr(name, data if name == "model.onnx" else zf.read(name))
+    with pytest.raises(ModelFileError) as info:
+        Segmenter(bad, device="cpu", backend="onnxruntime")
+    assert str(bad) in str(info.value) and "expected 'confidence'" in str(info.value), str(info.value)
+    assert (Segmenter(bad, device="cpu", backend="torch")(np.zeros((8, 8, 3), np.uint8)).labels == 2).all()
+
+
 def test_segmenter_config_errors(tmp_path):
     path = tmp_path / "m.clipseg"
     save_model_file(path, _known_net(), ["w", "x", "y", "z"], input_size=[32, 48])

@@ -24,8 +24,8 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from clipseg_ros import image_codec  # noqa: E402
 from clipseg_ros.node import PARAMETER_NAMES, RUNTIME_PARAMETERS, SegNode, StartupError  # noqa: E402
 from ros_helpers import (  # noqa: E402
-    RosHarness, compressed_msg, confidence_of, expected_rgb, image_msg, known_model, make_header,
-    pattern_image, raw_image_msg, stamp_ns, truncated_copy, wait_for,
+    RosHarness, compressed_msg, confidence_of, expected_rgb, image_msg, inconsistent_model, known_model,
+    make_header, pattern_image, png_bomb, raw_image_msg, stamp_ns, truncated_copy, wait_for,
 )
 
 pytestmark = pytest.mark.ros
@@ -353,6 +353,31 @@ def test_bad_compressed_input_is_rejected(rigs, model):
     rig.wait_stats(rejected=3, processed=2, inference_errors=0)
 
 
+def test_compressed_decompression_bomb_is_rejected_from_its_header(rigs, model):
+    """A 400 KB PNG declaring 20000x20000 is refused from its IHDR, before anything is decoded;
+    max_image_pixels applies to the header's size as well.  (Memory: test_node_subprocess.py.)"""
+    rig = rigs(model, compressed=True)
+    bomb = CompressedImage(header=make_header(), format="png")
+    bomb.data = png_bomb(20000, 20000)
+    t0 = time.monotonic()
+    reason = rig.send_bad(bomb)
+    assert "declares 20000x20000" in reason and "PNG header" in reason and "not decoded" in reason, reason
+    assert time.monotonic() - t0 < 5.0
+    rig.send(compressed_msg(pattern_image(), "png"))
+    # max_image_pixels, from the header of a PNG and of a JPEG
+    assert rig.node.set_parameters([Parameter("max_image_pixels", value=1000)])[0].successful
+    for fmt in ("png", "jpeg"):
+        reason = rig.send_bad(compressed_msg(pattern_image(48, 64), fmt))
+        assert "64x48" in reason and "max_image_pixels=1000" in reason, reason
+        assert f"{fmt.upper()} header" in reason, reason
+    small = png_bomb(40, 20)     # within the limit: decoded
+    msg = CompressedImage(header=make_header(), format="png")
+    msg.data = small
+    labels = rig.send(msg)["labels"]
+    assert (labels.width, labels.height) == (40, 20)
+    rig.wait_stats(rejected=3, processed=2, inference_errors=0)
+
+
 # ------------------------------------------------------------------------------------------------
 # bad input
 # ------------------------------------------------------------------------------------------------
@@ -365,6 +390,9 @@ def _bad_images():
         ("array-only 32SC1", raw_image_msg(48, 16, "32SC1", 64, data[: 48 * 64]), "no RGB conversion"),
         ("step too small", raw_image_msg(48, 64, "rgb8", 100, data), "step"),
         ("truncated data", raw_image_msg(48, 64, "rgb8", 64 * 3, data[: len(data) // 2]), "truncated"),
+        ("data longer than step*height", raw_image_msg(48, 64, "rgb8", 64 * 3, data + b"\0" * 10),
+         "10 trailing bytes"),
+        ("data one row too long", raw_image_msg(47, 64, "rgb8", 64 * 3, data), "longer than step*height"),
         ("zero width", raw_image_msg(48, 0, "rgb8", 0, b""), "zero"),
         ("zero height", raw_image_msg(0, 64, "rgb8", 64 * 3, b""), "zero"),
         ("absurd size", raw_image_msg(100000, 100000, "rgb8", 300000, b"\0" * 64), "absurd"),
@@ -473,7 +501,7 @@ EXPECTED_KEYS = {
     "frames received", "frames processed", "frames dropped", "frames rejected", "input rate (Hz)",
     "processed rate (Hz)", "inference latency median (ms)", "inference latency p95 (ms)",
     "end-to-end latency median (ms)", "end-to-end latency p95 (ms)", "backend", "device", "model",
-    "last rejection reason",
+    "last rejection reason", "stale stamps", "callback errors", "last callback error",
 }
 
 
@@ -524,6 +552,40 @@ def test_diagnostics(ros, rigs, model):
         ros.unsubscribe(diag)
 
 
+def test_stale_stamps_stay_out_of_the_latency_window(ros, rigs, model):
+    """One frame stamped sec=1000 (a replayed bag, a camera without time sync) and one an hour in
+    the future must not make the end-to-end statistics meaningless; they are counted instead."""
+    from builtin_interfaces.msg import Time
+
+    diag = ros.collect(DiagnosticArray, "/diagnostics")
+    try:
+        rig = rigs(model, diagnostics_period=0.2)
+        prefix = rig.out.strip("/") + ": "
+        rig.send(image_msg(pattern_image(), header=make_header(stamp=Time(sec=1000, nanosec=5))))
+        future = time.time_ns() + 3600 * 10**9
+        rig.send(image_msg(pattern_image(), header=make_header(
+            stamp=Time(sec=future // 10**9, nanosec=future % 10**9))))
+        for _ in range(4):
+            rig.send(image_msg(pattern_image()))
+        rig.wait_stats(processed=6, stale_stamps=2)
+        assert len(rig.node.stats["e2e_ms"]) == 4
+
+        def final(m):
+            st = _status(m, prefix)
+            return st is not None and {kv.key: kv.value for kv in st.values}["frames processed"] == "6"
+
+        msg = diag.wait_until(final, TIMEOUT, what="a status with all 6 frames")
+        values = {kv.key: kv.value for kv in _status(msg, prefix).values}
+        assert values["stale stamps"] == "2"
+        assert 0.0 < float(values["end-to-end latency median (ms)"]) < 5000.0, values
+        assert 0.0 < float(values["end-to-end latency p95 (ms)"]) < 5000.0, values
+        warned = [s for m in diag.messages if (s := _status(m, prefix)) is not None
+                  and s.level == DiagnosticStatus.WARN and "stamped more than 10 s" in s.message]
+        assert warned, [(_status(m, prefix) or DiagnosticStatus()).message for m in diag.messages]
+    finally:
+        ros.unsubscribe(diag)
+
+
 # ------------------------------------------------------------------------------------------------
 # start-up failures (in process; the console script is covered in test_node_subprocess.py)
 # ------------------------------------------------------------------------------------------------
@@ -553,6 +615,18 @@ def test_startup_errors_name_the_problem(ros, model, tmp_path):
         _start(ros, model=model, qos_reliability="sometimes")
     with pytest.raises(StartupError, match="overlay_alpha"):
         _start(ros, model=model, overlay_alpha="half")
+
+
+def test_model_whose_onnx_graph_disagrees_with_its_metadata_is_refused(ros, tmp_path):
+    """meta.json: 10 classes (names, palette, arch); the network: 11, every pixel class 10.  The
+    default ONNX Runtime backend must refuse it at start-up, naming the file and the mismatch."""
+    bad = inconsistent_model(tmp_path / "eleven_as_ten.clipseg")
+    for backend in ("onnxruntime", "auto", "torch"):
+        with pytest.raises(StartupError) as info:
+            _start(ros, model=str(bad), backend=backend)
+        msg = str(info.value)
+        assert "eleven_as_ten.clipseg" in msg, (backend, msg)
+        assert "outputs 11 classes" in msg and "describes 10" in msg, (backend, msg)
 
 
 def test_stop_is_prompt_and_idempotent(ros, model):
