@@ -88,6 +88,7 @@ echo "seg_node, missing model: exit $code, names the file"
 
 # 2. the bundled model: the node comes up (its start-up line), then SIGINT stops it with status 0
 log=$WORK/seg_node.log
+: >"$log"
 "$SEG_NODE" --ros-args -p device:=cpu -p backend:=onnxruntime -p threads:=1 >"$log" 2>&1 &
 pid=$!
 for _ in $(seq 1 600); do

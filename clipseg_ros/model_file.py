@@ -239,9 +239,11 @@ def onnx_num_classes(onnx_bytes: bytes) -> tuple[int, str, list[int]]:
             tensor = inputs[0]
         elif op in ("Add", "Sub", "Mul", "Div") and len(inputs) == 2:
             variable = [t for t in inputs if t not in shapes]
-            if len(variable) != 1:
+            # a sum of two class maps (LR-ASPP: low + high classifier) has K channels on either side
+            if len(variable) == 1 or (op == "Add" and len(variable) == 2):
+                tensor = variable[0]
+            else:
                 break
-            tensor = variable[0]
         else:
             break
     raise ValueError("cannot find the classifier (a Conv feeding the labels' ArgMax) in the ONNX graph")
