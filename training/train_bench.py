@@ -185,6 +185,7 @@ def run_whole(args) -> dict:
     from clipseg_ros.bench import machine_info
 
     variants = parse_variants(args.variants)
+    machine = machine_info(args.threads)          # before the runs: the load they started under
     rows = []
     out_dir = Path(args.out)
     for v in variants:
@@ -210,7 +211,7 @@ def run_whole(args) -> dict:
     ref = next((r for r in rows if r["name"].startswith("fp32")), rows[0])
     for r in rows:
         r["speedup_vs_" + ref["name"].replace(":", "_")] = round(ref["wall_s"] / r["wall_s"], 3)
-    return {"kind": "train_whole", "machine": machine_info(args.threads),
+    return {"kind": "train_whole", "machine": machine,
             "settings": {"config": str(args.config), "crop": list(args.crop), "batch": args.batch,
                          "iters": args.iters, "seed": args.seed, "overrides": list(args.override)},
             "rows": rows}
