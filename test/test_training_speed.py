@@ -254,3 +254,23 @@ def test_train_bench_rejects_bad_variants(tmp_path, capsys):
 
     assert bench_main(["--train", "--variants", "fp8:contiguous", "--out", str(tmp_path)]) == 2
     assert "precision 'fp8' is not one of" in capsys.readouterr().err
+
+
+@needs_bf16
+@pytest.mark.slow
+def test_train_bench_whole_runs(tmp_path, data_root):
+    from clipseg_ros.bench import main as bench_main
+
+    cfg = write_config(tmp_path, data_root)
+    out = tmp_path / "whole"
+    rc = bench_main(["--train", "--whole-run", "--config", str(cfg), "--crop", "64x96", "--batch", "2",
+                     "--iters", "2", "--threads", "1", "--out", str(out), "--variants",
+                     "fp32:contiguous,auto:channels_last"])
+    assert rc == 0
+    result = json.loads((out / "train_whole.json").read_text())
+    assert [r["name"] for r in result["rows"]] == ["fp32:contiguous", "auto:channels_last"]
+    for r in result["rows"]:
+        assert r["iterations"] == 2 and r["wall_s"] > 0 and 0 <= r["best_miou"] <= 100
+    logs = [(out / "whole" / f"{n}.log").read_text() for n in ("fp32_contiguous", "auto_channels_last")]
+    assert "precision fp32" in logs[0] and "precision bf16" in logs[1]
+    assert "| auto:channels_last |" in (out / "train_whole.md").read_text()
