@@ -32,17 +32,14 @@ class OhemCrossEntropy(nn.Module):
         if n_valid == 0:
             return logits.sum() * 0.0
         min_kept = max(1, target.numel() // self.min_kept_div)
+        if min_kept >= n_valid:          # every valid pixel is kept: plain cross-entropy
+            return pixel_loss[valid].mean()
         with torch.no_grad():
-            prob = torch.softmax(logits, dim=1)
-            tgt = target.clone()
-            tgt[~valid] = 0
-            gt_prob = prob.gather(1, tgt.unsqueeze(1)).squeeze(1)
+            # the ground-truth class's probability is exp(-CE): no second softmax over K x H x W
+            gt_prob = torch.exp(-pixel_loss.detach())
             gt_prob[~valid] = 1.0 + 1.0  # never selected
-            if min_kept >= n_valid:
-                keep = valid
-            else:
-                kth = torch.kthvalue(gt_prob.flatten(), min_kept).values
-                keep = valid & ((gt_prob < self.thresh) | (gt_prob <= kth))
+            kth = torch.kthvalue(gt_prob.flatten(), min_kept).values
+            keep = valid & ((gt_prob < self.thresh) | (gt_prob <= kth))
         if not keep.any():
             return pixel_loss[valid].mean()
         return pixel_loss[keep].mean()
