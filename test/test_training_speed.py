@@ -274,3 +274,32 @@ def test_train_bench_whole_runs(tmp_path, data_root):
     logs = [(out / "whole" / f"{n}.log").read_text() for n in ("fp32_contiguous", "auto_channels_last")]
     assert "precision fp32" in logs[0] and "precision bf16" in logs[1]
     assert "| auto:channels_last |" in (out / "train_whole.md").read_text()
+
+
+def test_detail_targets_equal_the_laplacian_convolution():
+    """The pooled form of STDC's boundary targets gives exactly the convolution's result."""
+    from torch.nn import functional as F
+
+    from clipseg_training.losses import boundary_targets
+
+    lap = torch.tensor([[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]], dtype=torch.float32).view(1, 1, 3, 3)
+
+    def by_convolution(labels):
+        lab = labels.unsqueeze(1).float()
+        lab = torch.where(lab == 255, torch.zeros_like(lab), lab)
+        maps = []
+        for s in (1, 2, 4):
+            b = (F.conv2d(lab, lap, stride=s, padding=1).clamp(min=0) > 0.1).float()
+            maps.append(F.interpolate(b, size=labels.shape[-2:], mode="nearest") if s > 1 else b)
+        fuse = torch.tensor([0.6, 0.3, 0.1]).view(1, 3, 1, 1)
+        return (F.conv2d(torch.cat(maps, 1), fuse) > 0.1).float()
+
+    g = torch.Generator().manual_seed(0)
+    for shape in ((2, 96, 128), (1, 37, 53)):
+        noisy = torch.randint(0, 11, shape, generator=g)
+        noisy[:, :2] = 255
+        blocks = torch.randint(0, 11, (shape[0], shape[1] // 8 + 1, shape[2] // 8 + 1), generator=g)
+        blocks = blocks.repeat_interleave(8, 1).repeat_interleave(8, 2)[:, :shape[1], :shape[2]]
+        for labels in (noisy, blocks):
+            got, want = boundary_targets(labels), by_convolution(labels)
+            assert want.sum() > 0 and torch.equal(got, want)
