@@ -245,6 +245,9 @@ def test_train_bench_runs_the_real_step(tmp_path, data_root):
     assert [r["precision"] for r in result["rows"]] == ["fp32", "bf16"]
     for r in result["rows"]:
         assert r["iterations"] == 2 and r["images_per_s"] > 0 and 0 <= r["data_fraction"] < 1
+        ph = r["phase_median_s"]
+        assert set(ph) == {"forward", "loss", "backward", "optimizer"} and all(v > 0 for v in ph.values())
+        assert sum(ph.values()) <= r["step_median_s"] * 1.5
     assert result["machine"]["usable_cores"] >= 1
     assert "| bf16:channels_last | bf16 |" in (out / "train_bench.md").read_text()
 

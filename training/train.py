@@ -319,22 +319,29 @@ class Trainer:
         """One optimisation step on ``batch`` (forward with all heads and losses, backward, SGD);
         returns the loss and its parts.  The training loop and ``clipseg-bench --train`` run this."""
         self._set_lr()
+        t0 = time.perf_counter()
         images = batch["image"].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         labels = batch["label"].to(self.device, non_blocking=True)
         with self.precision.autocast():
             outputs = self.forward(images)
+        t1 = time.perf_counter()
         # losses in fp32 outside autocast (they also cast their inputs to fp32)
         loss, parts = self.criterion(outputs, labels)
         loss_value = float(loss.detach())
+        t2 = time.perf_counter()
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"loss is {loss_value} at iteration {self.iteration} "
                                      f"({parts}); lower optim.lr or check the data")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        t3 = time.perf_counter()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.iteration += 1
         self.batch_in_epoch += 1
+        # wall seconds of the step's phases (on CPU; CUDA timings would need a synchronize)
+        self.phase_seconds = {"forward": t1 - t0, "loss": t2 - t1, "backward": t3 - t2,
+                              "optimizer": time.perf_counter() - t3}
         return loss_value, parts
 
     def _signal(self, signum, frame):

@@ -84,6 +84,7 @@ class _Variant:
         self._new_iter()
         self.step_s: list[float] = []
         self.data_s: list[float] = []
+        self.phases: list[dict] = []
         self.first_step_s = None
 
     def _new_iter(self):
@@ -112,6 +113,7 @@ class _Variant:
             if record:
                 self.data_s.append(b - a)
                 self.step_s.append(c - b)
+                self.phases.append(dict(self.trainer.phase_seconds))
 
 
 def _summary(v: _Variant, batch: int) -> dict:
@@ -128,6 +130,7 @@ def _summary(v: _Variant, batch: int) -> dict:
         "step_median_s": round(float(np.median(step)), 4), "data_median_s": round(float(np.median(data)), 4),
         "iteration_median_s": round(med, 4), "iteration_mean_s": round(float(total.mean()), 4),
         "data_fraction": round(float(data.sum() / total.sum()), 4),
+        "phase_median_s": {k: round(float(np.median([p[k] for p in v.phases])), 4) for k in v.phases[0]},
         "images_per_s": round(batch / med, 3),
         "samples": {"step_s": [round(x, 4) for x in v.step_s], "data_s": [round(x, 4) for x in v.data_s]},
     }
@@ -234,13 +237,14 @@ def format_markdown(result: dict) -> str:
             lines.append(f"| {r['name']} | {r['wall_s']:.1f} | {r['train_seconds']:.1f} | {r['best_miou']:.2f} "
                          f"| {sp:.2f}x |")
         return "\n".join(lines) + "\n"
-    lines += ["| variant | precision | workers | s / iteration (median) | of which data | images/s | "
-              "speed-up | first step s |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["| variant | precision | workers | s / iteration (median) | of which data | forward / loss / "
+              "backward s | images/s | speed-up | first step s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         sp = next(v for k, v in r.items() if k.startswith("speedup_vs_"))
+        ph = r["phase_median_s"]
         lines.append(f"| {r['name']} | {r['precision']} | {r['workers']} | {r['iteration_median_s']:.3f} | "
-                     f"{100 * r['data_fraction']:.1f} % | {r['images_per_s']:.2f} | {sp:.2f}x "
-                     f"| {r['first_step_s']:.1f} |")
+                     f"{100 * r['data_fraction']:.1f} % | {ph['forward']:.2f} / {ph['loss']:.2f} / "
+                     f"{ph['backward']:.2f} | {r['images_per_s']:.2f} | {sp:.2f}x | {r['first_step_s']:.1f} |")
     lines += ["", f"Speed-up relative to `{s['reference']}`; data = time waiting for the next batch "
                   f"(share of the summed iteration time)."]
     return "\n".join(lines) + "\n"
