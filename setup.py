@@ -24,6 +24,7 @@ setup(
         "clipseg_ros",
         "clipseg_ros.networks",
         "clipseg_ros.bag",
+        "clipseg_ros.bench",
         "clipseg_training",
     ],
     package_dir={"clipseg_ros": "clipseg_ros", "clipseg_training": "training"},
@@ -76,7 +77,7 @@ setup(
         "console_scripts": [
             "seg_node = clipseg_ros.node:main",
             "clipseg-bag-eval = clipseg_ros.bag.cli:main",
-            "clipseg-bench = clipseg_ros.bench:main",
+            "clipseg-bench = clipseg_ros.bench.cli:main",
             "clipseg-train = clipseg_training.train:main",
             "clipseg-eval = clipseg_training.evaluate:main",
             "clipseg-export = clipseg_training.export:main",

@@ -88,10 +88,13 @@ def resolve_device(device: str) -> str:
     raise SegmenterConfigError(f"device {device!r} is not one of auto, cpu, cuda, cuda:N")
 
 
-class _TorchBackend:
+class TorchBackend:
+    """The deploy wrapper around ``network`` (a ``clipseg_ros.networks`` model, or anything
+    returning ``{"logits": ...}``), normalised with ``mean`` / ``std`` (0..255 scale)."""
+
     name = "torch"
 
-    def __init__(self, model: ModelFile, device: str, precision: str, threads: int | None):
+    def __init__(self, network, mean, std, device: str, precision: str, threads: int | None):
         import torch
 
         from .networks import DeployWrapper
@@ -102,7 +105,7 @@ class _TorchBackend:
             torch.set_num_threads(threads)
         self.torch = torch
         self.device = torch.device(device)
-        wrapper = DeployWrapper(model.build_network(), model.meta.mean, model.meta.std).eval()
+        wrapper = DeployWrapper(network, mean, std).eval()
         if precision == "fp16":
             wrapper = wrapper.half()
         self.module = wrapper.to(self.device)
@@ -126,18 +129,24 @@ class _TorchBackend:
         return labels, conf
 
 
-class _OnnxBackend:
+class OnnxBackend:
+    """An ONNX Runtime session over ``onnx_bytes`` (the deploy graph).  ``source``: the file the
+    graph came from; it names the graph in errors and keys the TensorRT engine cache (without it,
+    no TensorRT provider is used)."""
+
     name = "onnxruntime"
 
-    def __init__(self, model: ModelFile, device: str, precision: str, threads: int | None,
-                 trt_cache_dir: str | None, spin: bool = False, log=None):
+    def __init__(self, onnx_bytes: bytes | None, device: str, precision: str, threads: int | None,
+                 trt_cache_dir: str | None = None, source: str | os.PathLike | None = None,
+                 spin: bool = False, log=None):
         try:
             import onnxruntime as ort
         except ImportError as exc:
             raise SegmenterConfigError("backend onnxruntime requested but onnxruntime is not installed "
                                        "(pip install onnxruntime, or onnxruntime-gpu on CUDA)") from exc
-        if model.onnx_bytes is None:
-            raise SegmenterConfigError(f"model file {model.path} has no ONNX graph; use backend torch")
+        if onnx_bytes is None:
+            raise SegmenterConfigError(f"model file {source} has no ONNX graph; use backend torch")
+        self.source = source
         available = ort.get_available_providers()
         providers: list = []
         self.trt_cache = None
@@ -145,10 +154,10 @@ class _OnnxBackend:
         self.engine_note: str | None = None
         if device.startswith("cuda"):
             dev_id = int(device.split(":")[1]) if ":" in device else 0
-            if "TensorrtExecutionProvider" in available:
+            if "TensorrtExecutionProvider" in available and source is not None:
                 from .tensorrt_cache import tensorrt_cache
 
-                self.trt_cache = tensorrt_cache(model.path, trt_cache_dir)
+                self.trt_cache = tensorrt_cache(source, trt_cache_dir)
                 self.trt_build = not self.trt_cache.has_engine
                 providers.append(("TensorrtExecutionProvider",
                                   self.trt_cache.provider_options(dev_id, precision == "fp16")))
@@ -174,14 +183,14 @@ class _OnnxBackend:
         t0 = time.perf_counter()
         if self.trt_build and log is not None:
             log(self.trt_cache.build_notice())
-        self.session = ort.InferenceSession(model.onnx_bytes, sess_options=opts, providers=providers)
+        self.session = ort.InferenceSession(onnx_bytes, sess_options=opts, providers=providers)
         self.providers = self.session.get_providers()
         if self.trt_cache is not None and "TensorrtExecutionProvider" in self.providers:
             how = "built" if self.trt_build else "loaded from cache"
             self.engine_note = f"{how} in {time.perf_counter() - t0:.1f} s ({self.trt_cache.folder})"
-        self._check_io(model)
+        self._check_io()
 
-    def _check_io(self, model: ModelFile) -> None:
+    def _check_io(self) -> None:
         """The graph must take and give what the deploy graph does (its class count was checked
         against the metadata when the file was opened)."""
         ins = self.session.get_inputs()
@@ -189,12 +198,12 @@ class _OnnxBackend:
         if (len(ins) != 1 or ins[0].name != ONNX_INPUT or ins[0].type != "tensor(uint8)"
                 or len(ins[0].shape) != 4 or ins[0].shape[3] != 3):
             got = ", ".join(f"{i.name} {i.type} {i.shape}" for i in ins)
-            raise ModelFileError(model.path, f"model.onnx takes {got}, not one uint8 tensor "
+            raise ModelFileError(self.source, f"model.onnx takes {got}, not one uint8 tensor "
                                  f"{ONNX_INPUT!r} of shape (N, H, W, 3)")
         for name, want in zip(ONNX_OUTPUTS, ("tensor(uint8)", "tensor(float)")):
             if name not in outs or outs[name].type != want:
                 got = ", ".join(f"{o.name} {o.type}" for o in outs.values())
-                raise ModelFileError(model.path, f"model.onnx outputs {got}; expected {name!r} as {want}")
+                raise ModelFileError(self.source, f"model.onnx outputs {got}; expected {name!r} as {want}")
 
     @property
     def batchable(self) -> bool:
@@ -241,10 +250,11 @@ class Segmenter:
         if backend == "auto":
             backend = self._auto_backend()
         if backend == "torch":
-            self._backend = _TorchBackend(self.model, self.device, precision, threads)
+            self._backend = TorchBackend(self.model.build_network(), self.meta.mean, self.meta.std,
+                                         self.device, precision, threads)
         else:
-            self._backend = _OnnxBackend(self.model, self.device, precision, threads, trt_cache_dir,
-                                         spin=ort_spinning, log=log)
+            self._backend = OnnxBackend(self.model.onnx_bytes, self.device, precision, threads, trt_cache_dir,
+                                        source=self.model.path, spin=ort_spinning, log=log)
         self.backend = self._backend.name
         self.class_names = list(self.meta.class_names)
         self.palette = np.asarray(self.meta.palette, dtype=np.uint8)
@@ -347,5 +357,5 @@ class Segmenter:
                                                  "postprocess": t3 - t2})
 
 
-__all__ = ["BACKENDS", "ModelFileError", "Segmenter", "SegmentationResult", "SegmenterConfigError",
-           "resolve_device"]
+__all__ = ["BACKENDS", "PRECISIONS", "ModelFileError", "OnnxBackend", "Segmenter", "SegmentationResult",
+           "SegmenterConfigError", "TorchBackend", "resolve_device"]

@@ -31,6 +31,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from clipseg_ros.processes import kill_group, seg_node_executable
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
@@ -390,14 +392,8 @@ class RosHarness:
 # ------------------------------------------------------------------------------------------------
 
 def seg_node_command() -> list[str]:
-    """The installed ``seg_node`` console script (next to this Python)."""
-    exe = VENV_BIN / "seg_node"
-    if exe.is_file():
-        return [str(exe)]
-    found = shutil.which("seg_node")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "import sys; from clipseg_ros.node import main; sys.exit(main())"]
+    """The installed ``seg_node`` console script (next to this Python, on PATH, or ``python -c``)."""
+    return seg_node_executable()
 
 
 _PROCS: list[subprocess.Popen] = []
@@ -435,19 +431,9 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: floa
 
 
 def kill_process(proc: subprocess.Popen) -> None:
-    """SIGKILL the process group of ``proc`` (started by :func:`start_process`) and reap it.
-
-    Only while ``proc`` has not been reaped: afterwards its pid (= group id) may belong to
-    someone else."""
-    if proc.returncode is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    try:
-        proc.wait(timeout=10.0)
-    except subprocess.TimeoutExpired:  # pragma: no cover
-        pass
+    """SIGKILL the process group of ``proc`` (started by :func:`start_process`) and reap it
+    (:func:`clipseg_ros.processes.kill_group`)."""
+    kill_group(proc)
     if proc in _PROCS:
         _PROCS.remove(proc)
 

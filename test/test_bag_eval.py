@@ -333,12 +333,12 @@ def test_offline_equals_direct_computation(kind, model, bags, expected, tmp_path
     assert res["metrics"]["miou"] == pytest.approx(cm.compute()["miou"])
     lat = res["latency_ms"]
     assert lat["count"] == N_CAMVID
-    assert 0 < lat["min"] <= lat["median"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert 0 < lat["min_ms"] <= lat["median_ms"] <= lat["p90_ms"] <= lat["p99_ms"] <= lat["max_ms"]
     assert set(res["latency_breakdown_ms"]) == {"decode", "preprocess", "inference", "postprocess"}
     # exact configuration and provenance
     assert res["config"]["args"]["threads"] == 1 and res["config"]["argv"][1] == "offline"
     assert res["model"]["sha256"] and res["model"]["backend"] == "onnxruntime"
-    assert res["machine"]["cpu"] and "numpy" in res["machine"]["libraries"]
+    assert res["machine"]["cpu_model"] and "numpy" in res["machine"]["versions"]
     assert res["bag"]["image_topic"].startswith("/camera/image_raw")
     for name in ("results.json", "results.md", "per_class_iou.png", "confusion.png", "latency_hist.png",
                  "latency_timeline.png", "contact_sheet.png"):

@@ -94,7 +94,7 @@ def test_live_matches_offline_at_recorded_rate(model, bags, camvid_root, tmp_pat
     assert f["sent"] == N_CAMVID and f["processed"] == N_CAMVID and f["dropped"] == 0 and f["rejected"] == 0
     assert f["with_gt"] == N_CAMVID
     lat = res["latency_ms"]
-    assert lat["count"] == N_CAMVID and 0 < lat["median"] < 5000 and lat["p90"] <= lat["p99"] <= lat["max"]
+    assert lat["count"] == N_CAMVID and 0 < lat["median_ms"] < 5000 and lat["p90_ms"] <= lat["p99_ms"] <= lat["max_ms"]
     assert res["rate"]["sent_hz"] == pytest.approx(10.0, rel=0.3)     # recorded 10 Hz
     assert res["metrics"] == json.loads(json.dumps(cm.to_json_dict(list(res["model"]["class_names"]))))
     assert "-p" in res["node"]["command"] and "qos_depth:=1" in res["node"]["command"]

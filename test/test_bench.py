@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
 ROW_KEYS = {"model", "label", "family", "variant", "backend", "device", "precision", "size", "width",
-            "height", "pixels", "status", "note", "n", "median_ms", "p90_ms", "mean_ms", "fps",
+            "height", "pixels", "status", "note", "count", "median_ms", "p90_ms", "mean_ms", "fps",
             "samples_ms", "params"}
 
 
@@ -50,14 +50,11 @@ def test_quick_run_writes_results(quick_run):
         assert r["status"] == "ok", r
         assert ROW_KEYS <= set(r), ROW_KEYS - set(r)
         assert r["size"] == "128x96" and r["pixels"] == 128 * 96
-        assert r["n"] == 2 and len(r["samples_ms"]) == 2
+        assert r["count"] == 2 and len(r["samples_ms"]) == 2
         assert 0 < r["median_ms"] <= r["p90_ms"]
 
-    # the default is the stand-in until clipseg_ros/models/default.clipseg exists
     dm = data["default_model"]
-    assert dm["stand_in"] == (not bench.PACKAGED_DEFAULT.is_file())
-    if dm["stand_in"]:
-        assert "untrained stand-in" in dm["label"]
+    assert dm["path"] == str(bench.PACKAGED_DEFAULT) and dm["label"] == "default (packaged)"
 
     ratios = data["ratios"]
     twins = {(t["family"], t["backend"]) for t in ratios["twins"]}
@@ -73,7 +70,7 @@ def test_quick_run_writes_results(quick_run):
     # the native row runs the file's own input size, not the frame's
     from clipseg_ros.model_file import ModelFile
 
-    hw = ModelFile(bench.PACKAGED_DEFAULT if not dm["stand_in"] else out / "default-stand-in.clipseg").meta.input_size
+    hw = ModelFile(bench.PACKAGED_DEFAULT).meta.input_size
     assert f"native {hw[1]}x{hw[0]}" in dep["default"]
 
     ov = data["overhead"]

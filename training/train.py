@@ -598,7 +598,7 @@ def main(argv=None) -> int:
                         help="baseline (no guidance), stage1, stage2, or both (stage1 then stage2); "
                              "default run.stage from the config, else both (baseline when unguided)")
     parser.add_argument("--resume", action="store_true", help="continue from <out_dir>/<stage>/last.pt")
-    parser.add_argument("--out-dir", help="shortcut for run.out_dir=...")
+    parser.add_argument("--out", "--out-dir", dest="out_dir", help="shortcut for run.out_dir=...")
     parser.add_argument("--seed", type=int, help="shortcut for run.seed=...")
     parser.add_argument("--export", metavar="PATH", help="export the final best model to this .clipseg file")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. stage1.iters=500 data.batch_size=4")

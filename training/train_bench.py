@@ -139,7 +139,7 @@ def _summary(v: _Variant, batch: int) -> dict:
 def run_step_bench(args) -> dict:
     import torch
 
-    from clipseg_ros.bench import machine_info
+    from clipseg_ros.machine import machine_info
 
     from .config import load_config
     from .train import build_data
@@ -185,7 +185,7 @@ def run_step_bench(args) -> dict:
 
 def run_whole(args) -> dict:
     """Complete ``clipseg-train`` runs, one per variant, back to back (wall time with start-up)."""
-    from clipseg_ros.bench import machine_info
+    from clipseg_ros.machine import machine_info
 
     variants = parse_variants(args.variants)
     machine = machine_info(args.threads)          # before the runs: the load they started under

@@ -17,6 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..segmenter import BACKENDS, PRECISIONS
+
 PROG = "clipseg-bag-eval"
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 
@@ -71,8 +73,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
                    help="map ground-truth ids of the bag to model ids, e.g. 11:255 (255 = ignore), or a "
                         "YAML/JSON file {src: dst}; repeatable; unmapped ids are kept")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"))
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
+    p.add_argument("--backend", default="auto", choices=BACKENDS)
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads of the backend")
     p.add_argument("--limit", type=_positive_int, default=None, help="evaluate at most N frames")
     p.add_argument("--every", type=_positive_int, default=1, help="use every K-th frame")
@@ -112,13 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--timeout", type=float, default=10.0,
                       help="seconds to wait for outstanding labels after the last frame "
                            "(and per frame with --rate max; default 10)")
-    live.add_argument("--startup-timeout", type=float, default=120.0,
+    live.add_argument("--node-startup-timeout", type=float, default=120.0,
                       help="seconds to wait for the node to come up (default 120)")
+    live.add_argument("--startup-timeout", dest="node_startup_timeout", type=float,
+                      default=argparse.SUPPRESS, help=argparse.SUPPRESS)      # old spelling
     live.add_argument("--node-name", default="seg_node", help="node name (default seg_node)")
     live.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
                       help="extra node parameter (repeatable)")
-    live.add_argument("--node-exe", help="the seg_node executable (default: seg_node next to this Python, "
-                                         "or on PATH)")
+    live.add_argument("--node-executable", help="the seg_node executable (default: seg_node next to this "
+                                                "Python, or on PATH)")
+    live.add_argument("--node-exe", dest="node_executable", default=argparse.SUPPRESS,
+                      help=argparse.SUPPRESS)                                   # old spelling
     live.add_argument("--node-log", help="node output log (default: <out>/node.log)")
 
     mk = sub.add_parser("make-bag", help="write a bag from an image folder with label PNGs")

@@ -29,388 +29,24 @@ rclpy is imported here, lazily, only when live mode runs.
 """
 from __future__ import annotations
 
-import array
-import atexit
-import ctypes
-import os
 import queue
-import shutil
-import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .offline import common_results, expected_frames
+from ..machine import latency_summary
 from .reader import BagError, LabelMapper, open_bag, parse_label_map
-from .report import SampleCollector, latency_stats, model_info, sample_positions, write_results
+from .report import SampleCollector, model_info, sample_positions, write_results
+from ..processes import NodeProcess, StopSignals, node_command
+from .live_ros import RosSide, stamp_of
 
-__all__ = ["NodeProcess", "latency_trend", "run_live", "node_command"]
-
-STOP_GRACE_S = 5.0
+__all__ = ["latency_trend", "run_live"]
 
 
 class LiveError(BagError):
     """Live mode could not run (node failed to start, died, ...)."""
-
-
-# --------------------------------------------------------------------------------------------
-# the node subprocess
-# --------------------------------------------------------------------------------------------
-
-def _seg_node_executable() -> list[str]:
-    """The ``seg_node`` console script next to this Python, on PATH, or ``python -c`` as fallback."""
-    here = Path(sys.executable).parent / "seg_node"
-    if here.is_file() and os.access(here, os.X_OK):
-        return [str(here)]
-    found = shutil.which("seg_node")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "import sys; from clipseg_ros.node import main; sys.exit(main())"]
-
-
-def _bool(v: bool) -> str:
-    return "true" if v else "false"
-
-
-def node_command(*, model: str, topic: str, compressed: bool, device: str, backend: str,
-                 precision: str, threads: int | None, node_name: str = "seg_node",
-                 extra_params=(), executable: str | None = None) -> list[str]:
-    exe = [executable] if executable else _seg_node_executable()
-    cmd = exe + ["--ros-args", "-r", f"__node:={node_name}", "-p", f"model:={model}",
-                 "-p", f"device:={device}", "-p", f"backend:={backend}", "-p", f"precision:={precision}"]
-    if threads:
-        cmd += ["-p", f"threads:={int(threads)}"]
-    cmd += ["-p", "qos_reliability:=reliable", "-p", "qos_depth:=1",
-            "-p", f"input_compressed:={_bool(compressed)}"]
-    for p in extra_params:
-        if ":=" not in p:
-            raise BagError(f"--node-param {p!r} is not NAME:=VALUE")
-        cmd += ["-p", p]
-    cmd += ["-r", f"{'image/compressed' if compressed else 'image'}:={topic}"]
-    return cmd
-
-
-def _pdeathsig_setter():
-    """A preexec_fn that makes the child get SIGKILL when this process dies (Linux), or None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl   # looked up before the fork
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def setter() -> None:  # runs in the child between fork and exec
-        prctl(1, int(signal.SIGKILL), 0, 0, 0)   # PR_SET_PDEATHSIG
-        if os.getppid() != parent:               # the parent died before prctl took effect
-            os._exit(1)
-
-    return setter
-
-
-class NodeProcess:
-    """The node subprocess in its own process group; :meth:`stop` is idempotent and thorough."""
-
-    def __init__(self, cmd: list[str], log_path: Path, env: dict | None = None):
-        self.cmd = cmd
-        self.log_path = Path(log_path)
-        self.env = env
-        self.proc: subprocess.Popen | None = None
-        self.pgid: int | None = None
-        self._log = None
-        self._lock = threading.Lock()
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "wb")
-        self._log.write(("$ " + " ".join(self.cmd) + "\n").encode())
-        self._log.flush()
-        self.proc = subprocess.Popen(
-            self.cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            env=self.env, start_new_session=True,
-            preexec_fn=_pdeathsig_setter())
-        self.pgid = self.proc.pid   # new session: the group id is the child's pid
-        atexit.register(self.stop)
-
-    def returncode(self) -> int | None:
-        return self.proc.poll() if self.proc else None
-
-    def log_tail(self, lines: int = 3) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        text = [t for t in text[1:] if t.strip()]
-        return " | ".join(t.strip() for t in text[-lines:])
-
-    def _group_alive(self) -> bool:
-        try:
-            os.killpg(self.pgid, 0)
-            return True
-        except (ProcessLookupError, PermissionError):
-            return False
-
-    def stop(self, grace_s: float = STOP_GRACE_S) -> int | None:
-        """SIGINT to the group, wait, then SIGKILL whatever is left; returns the exit code."""
-        with self._lock:
-            if self.proc is None:
-                return None
-            try:
-                if self.proc.poll() is None:
-                    try:
-                        os.killpg(self.pgid, signal.SIGINT)
-                    except ProcessLookupError:
-                        pass
-                    try:
-                        self.proc.wait(timeout=grace_s)
-                    except subprocess.TimeoutExpired:
-                        pass
-                if self._group_alive():
-                    try:
-                        os.killpg(self.pgid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                try:
-                    self.proc.wait(timeout=grace_s)
-                except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
-                    pass
-                # other members of the group (if the node spawned any) must go too
-                deadline = time.monotonic() + grace_s
-                while self._group_alive() and time.monotonic() < deadline:
-                    try:
-                        os.killpg(self.pgid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        break
-                    time.sleep(0.05)
-                return self.proc.returncode
-            finally:
-                if self._log is not None:
-                    self._log.close()
-                    self._log = None
-                try:
-                    atexit.unregister(self.stop)
-                except Exception:  # noqa: BLE001
-                    pass
-
-
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class _Signals:
-    """SIGINT / SIGTERM / SIGHUP raise in the main thread so that ``finally`` blocks stop the node.
-
-    :meth:`hold` switches to recording signals instead (during the clean-up, so that a second
-    Ctrl-C cannot cut it short); :meth:`release` re-raises a recorded one afterwards.
-    """
-
-    def __init__(self):
-        self.saved = {}
-        self.held: int | None = None
-        self.active = False
-
-    def _raise(self, signum, _frame):
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise SystemExit(128 + signum)
-
-    def _record(self, signum, _frame):
-        self.held = self.held or signum
-
-    def _install(self, handler) -> None:
-        for sig in _STOP_SIGNALS:
-            try:
-                old = signal.signal(sig, handler)
-                self.saved.setdefault(sig, old)
-            except (ValueError, OSError):
-                pass
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self.active = True
-            self._install(self._raise)
-        return self
-
-    def hold(self) -> None:
-        if self.active:
-            self._install(self._record)
-
-    def release(self) -> None:
-        if self.active:
-            self._install(self._raise)
-            if self.held is not None:
-                signum, self.held = self.held, None
-                self._raise(signum, None)
-
-    def __exit__(self, *exc):
-        for sig, old in self.saved.items():
-            try:
-                signal.signal(sig, old)
-            except (ValueError, OSError):
-                pass
-        self.saved = {}
-
-
-# --------------------------------------------------------------------------------------------
-# ROS side (this process)
-# --------------------------------------------------------------------------------------------
-
-def _diag_counts(values: dict) -> dict:
-    """processed / dropped / rejected counters out of a diagnostics status's key-values."""
-    out = {}
-    for key, value in values.items():
-        k = key.lower()
-        for what in ("processed", "dropped", "rejected", "received"):
-            if what in k and what not in out:
-                try:
-                    out[what] = int(float(value))
-                except ValueError:
-                    pass
-    return out
-
-
-class _RosSide:
-    def __init__(self, input_topic: str, compressed: bool, node_name: str, record_outputs: bool):
-        import rclpy
-        from rclpy.context import Context
-        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-        from rclpy.signals import SignalHandlerOptions
-
-        self.rclpy = rclpy
-        self.QoSProfile, self.Rel, self.Hist = QoSProfile, ReliabilityPolicy, HistoryPolicy
-        self.context = Context()
-        self.node = self.executor = self.thread = None
-        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
-        try:
-            self._setup(input_topic, compressed, node_name, record_outputs)
-        except BaseException:
-            self.close()
-            raise
-
-    def _setup(self, input_topic: str, compressed: bool, node_name: str, record_outputs: bool):
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CompressedImage, Image
-
-        self.node = self.rclpy.create_node(f"clipseg_bag_eval_{os.getpid()}", context=self.context)
-
-        self.Image, self.CompressedImage = Image, CompressedImage
-        self.compressed = compressed
-        self.node_name = node_name
-        self.ns = "/" + node_name.strip("/")
-        qos_in = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-        self.pub = self.node.create_publisher(CompressedImage if compressed else Image, input_topic, qos_in)
-        self.queue: queue.Queue = queue.Queue()
-        self.diag: dict = {}            # status name -> (recv ns, level, message, values)
-        self.diag_count = 0
-        self.diag_lock = threading.Lock()
-        self.subs = {}
-        self.record_outputs = record_outputs
-        diag_qos = QoSProfile(depth=20, reliability=ReliabilityPolicy.BEST_EFFORT,
-                              history=HistoryPolicy.KEEP_LAST)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, diag_qos)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, name="clipseg_bag_eval_spin", daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        try:
-            self.executor.spin()
-        except Exception:  # noqa: BLE001 - context shut down under us at exit
-            pass
-
-    def _on_diag(self, msg):
-        now = time.time_ns()
-        with self.diag_lock:
-            for st in msg.status:
-                name = st.name
-                if self.node_name not in name and self.ns.strip("/") not in name:
-                    continue
-                level = int.from_bytes(st.level, "little") if isinstance(st.level, bytes) else int(st.level)
-                self.diag[name] = (now, level, st.message, {kv.key: kv.value for kv in st.values})
-            self.diag_count += 1
-
-    def diag_snapshot(self) -> dict:
-        with self.diag_lock:
-            return {name: {"received_ns": t, "level": lvl, "message": m, "values": dict(v)}
-                    for name, (t, lvl, m, v) in self.diag.items()}
-
-    def diag_counts(self) -> dict:
-        counts: dict = {}
-        for st in self.diag_snapshot().values():
-            for k, v in _diag_counts(st["values"]).items():
-                counts[k] = counts.get(k, 0) + v
-        return counts
-
-    def labels_publisher_qos(self):
-        infos = self.node.get_publishers_info_by_topic(f"{self.ns}/labels")
-        return infos[0].qos_profile if infos else None
-
-    def subscribe_outputs(self, offered) -> None:
-        rel = offered.reliability if offered is not None else self.Rel.BEST_EFFORT
-        if rel not in (self.Rel.RELIABLE, self.Rel.BEST_EFFORT):
-            rel = self.Rel.BEST_EFFORT
-        qos = self.QoSProfile(depth=100, reliability=rel, history=self.Hist.KEEP_LAST)
-        names = ["labels"] + (["color", "overlay"] if self.record_outputs else [])
-        for name in names:
-            if name in self.subs:
-                continue
-            self.subs[name] = self.node.create_subscription(
-                self.Image, f"{self.ns}/{name}",
-                lambda m, n=name: self.queue.put((n, time.time_ns(), m)), qos)
-
-    def make_message(self, frame):
-        """An rclpy message with the frame's payload (stamp set at publish)."""
-        src = frame.msg
-        if self.compressed:
-            msg = self.CompressedImage()
-            msg.format = src.format
-        else:
-            msg = self.Image()
-            msg.height, msg.width, msg.encoding = int(src.height), int(src.width), src.encoding
-            msg.is_bigendian, msg.step = int(src.is_bigendian), int(src.step)
-        buf = array.array("B")
-        buf.frombytes(np.ascontiguousarray(src.data).view(np.uint8))
-        msg.data = buf
-        msg.header.frame_id = src.header.frame_id
-        return msg
-
-    def publish(self, msg, stamp_ns: int) -> None:
-        msg.header.stamp.sec = stamp_ns // 1_000_000_000
-        msg.header.stamp.nanosec = stamp_ns % 1_000_000_000
-        self.pub.publish(msg)
-
-    def close(self) -> None:
-        if self.executor is not None:
-            try:
-                self.executor.shutdown(timeout_sec=1.0)
-            except Exception:  # noqa: BLE001
-                pass
-        if self.node is not None:
-            try:
-                self.node.destroy_node()
-            except Exception:  # noqa: BLE001
-                pass
-        try:
-            if self.context.ok():
-                self.context.shutdown()
-        except Exception:  # noqa: BLE001
-            pass
-        if self.thread is not None:
-            self.thread.join(timeout=2.0)
-
-
-def _stamp_of(msg) -> int:
-    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
 def latency_trend(per_frame: list[dict]) -> dict | None:
@@ -456,7 +92,7 @@ def run_live(args) -> dict:
     out_dir = Path(args.out)
     node_log = Path(args.node_log) if args.node_log else out_dir / "node.log"
 
-    with open_bag(args.bag) as bag, _Signals() as signals:
+    with open_bag(args.bag) as bag, StopSignals() as signals:
         bag.select_topics(args.image_topic, args.label_topic)
         mf = ModelFile(args.model)
         class_names = list(mf.meta.class_names)
@@ -465,10 +101,13 @@ def run_live(args) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
         compressed = bag.image_type.endswith("CompressedImage")
         total = expected_frames(bag.image_count(), args.every, args.limit) * args.loop
-        cmd = node_command(model=str(Path(args.model).resolve()), topic=bag.image_topic,
-                           compressed=compressed, device=args.device, backend=args.backend,
-                           precision=args.precision, threads=args.threads, node_name=args.node_name,
-                           extra_params=args.node_param, executable=args.node_exe)
+        try:
+            cmd = node_command(model=str(Path(args.model).resolve()), topic=bag.image_topic,
+                               compressed=compressed, device=args.device, backend=args.backend,
+                               precision=args.precision, threads=args.threads, node_name=args.node_name,
+                               extra_params=args.node_param, executable=args.node_executable)
+        except ValueError as exc:      # a malformed --node-param
+            raise BagError(str(exc)) from None
         model = model_info(args.model, mf.meta, backend=args.backend, device=args.device,
                            precision=args.precision, threads=args.threads,
                            description=f"seg_node ({args.backend} on {args.device}, {args.precision})")
@@ -485,7 +124,7 @@ def run_live(args) -> dict:
             node.start()
             results["node"]["pid"] = node.pid
             print(f"seg_node started (pid {node.pid}), log {node_log}", flush=True)
-            ros = _RosSide(bag.image_topic, compressed, args.node_name, bool(args.output_bag))
+            ros = RosSide(bag.image_topic, compressed, args.node_name, bool(args.output_bag))
             if args.output_bag:
                 from .writer import OutputBag
 
@@ -519,7 +158,7 @@ def run_live(args) -> dict:
 
 
 class _Replay:
-    def __init__(self, args, bag, ros: _RosSide, node: NodeProcess, mapper, cm, samples, outbag, total,
+    def __init__(self, args, bag, ros: RosSide, node: NodeProcess, mapper, cm, samples, outbag, total,
                  image_to_array, decode_error):
         self.args, self.bag, self.ros, self.node = args, bag, ros, node
         self.mapper, self.cm, self.samples, self.outbag = mapper, cm, samples, outbag
@@ -574,7 +213,7 @@ class _Replay:
             deadline = time.monotonic()
 
     def _on_labels(self, recv_ns: int, msg) -> None:
-        stamp = _stamp_of(msg)
+        stamp = stamp_of(msg)
         if stamp in self.warmup_stamps:
             self.warmup_done = True
             return
@@ -625,7 +264,7 @@ class _Replay:
     def _on_extra(self, name: str, msg) -> None:
         if self.outbag is None:
             return
-        stamp = _stamp_of(msg)
+        stamp = stamp_of(msg)
         rec = self.sent.get(stamp)
         if rec is None:
             return
@@ -648,7 +287,7 @@ class _Replay:
     def startup(self) -> None:
         """Wait for the node, then send warm-up frames until their labels come back."""
         args = self.args
-        deadline = time.monotonic() + args.startup_timeout
+        deadline = time.monotonic() + args.node_startup_timeout
         first = None
         frames = self.bag.frames(self.mapper, limit=1)
         try:
@@ -663,7 +302,7 @@ class _Replay:
                 break
             if time.monotonic() > deadline:
                 tail = self.node.log_tail()
-                raise LiveError(f"seg_node did not come up within {args.startup_timeout:g} s "
+                raise LiveError(f"seg_node did not come up within {args.node_startup_timeout:g} s "
                                 f"(no subscriber on {self.bag.image_topic} / no publisher of "
                                 f"{self.ros.ns}/labels)" + (f"; node log: {tail}" if tail else ""))
             time.sleep(0.05)
@@ -676,7 +315,7 @@ class _Replay:
                 self._check_node("during warm-up")
                 if time.monotonic() > deadline:
                     raise LiveError(f"seg_node published no labels for the warm-up frame within "
-                                    f"{args.startup_timeout:g} s (log: {self.node.log_path})")
+                                    f"{args.node_startup_timeout:g} s (log: {self.node.log_path})")
                 if time.monotonic() - last > 1.0:
                     s = self.clock.now()
                     self.warmup_stamps.add(s)
@@ -793,7 +432,7 @@ class _Replay:
                        "rejected": rejected, "with_gt": self.with_gt,
                        "without_gt": self.processed - self.with_gt, "late": self.late,
                        "unknown_labels": self.unknown, "node_reported": node_delta},
-            "latency_ms": latency_stats(self.latencies_s),
+            "latency_ms": latency_summary(self.latencies_s),
             "latency_trend": latency_trend(self.per_frame),
             "rate": {"achieved_hz": ((self.processed - 1) / span_out
                                      if self.processed > 1 and span_out > 0 else None),

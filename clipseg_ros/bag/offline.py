@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..machine import latency_summary, machine_info
 from .reader import BagError, LabelMapper, open_bag, parse_label_map
-from .report import SampleCollector, latency_stats, machine_info, model_info, sample_positions, write_results
+from .report import SampleCollector, model_info, sample_positions, write_results
 
 __all__ = ["run_offline", "expected_frames", "common_results"]
-
-DEFAULT_OUTPUT_PREFIX = "/seg_node"
 
 
 def expected_frames(count: int, every: int = 1, limit: int | None = None) -> int:
@@ -34,7 +33,7 @@ def common_results(mode: str, args, bag, model: dict) -> dict:
                 label_type=bag.label_type)
     return {"tool": "clipseg-bag-eval", "mode": mode,
             "config": {"args": cfg, "argv": getattr(args, "_argv", None)}, "bag": info, "model": model,
-            "machine": machine_info(model.get("device"), model.get("threads"))}
+            "machine": machine_info(model.get("threads"), model.get("device"))}
 
 
 def _progress(iterable, total: int, enabled: bool, desc: str):
@@ -115,8 +114,8 @@ def run_offline(args) -> dict:
         raise BagError(f"bag {args.bag} has no frames on {results['bag']['image_topic']}")
     results["frames"] = {"total": processed, "processed": processed, "with_gt": with_gt,
                          "without_gt": processed - with_gt, "dropped": 0, "rejected": 0}
-    results["latency_ms"] = latency_stats(latencies)
-    results["latency_breakdown_ms"] = {k: latency_stats(v) for k, v in stages.items()}
+    results["latency_ms"] = latency_summary(latencies)
+    results["latency_breakdown_ms"] = {k: latency_summary(v) for k, v in stages.items()}
     results["rate"] = {"achieved_hz": processed / wall if wall > 0 else None,
                        "model_hz": 1.0 / float(np.median(latencies)) if latencies else None,
                        "wall_s": wall}

@@ -15,77 +15,18 @@ import datetime as _dt
 import hashlib
 import json
 import math
-import os
-import platform
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["SampleCollector", "latency_stats", "machine_info", "model_info", "write_results",
+__all__ = ["SampleCollector", "model_info", "write_results",
            "markdown", "sample_positions"]
 
 
 # --------------------------------------------------------------------------------------------
 # figures
 # --------------------------------------------------------------------------------------------
-
-def latency_stats(values_s) -> dict:
-    """Summary of latencies given in seconds, reported in milliseconds."""
-    v = np.asarray(list(values_s), dtype=np.float64) * 1000.0
-    if v.size == 0:
-        return {"count": 0, "mean": None, "median": None, "p90": None, "p99": None, "min": None,
-                "max": None, "std": None}
-    return {"count": int(v.size), "mean": float(v.mean()), "median": float(np.median(v)),
-            "p90": float(np.percentile(v, 90)), "p99": float(np.percentile(v, 99)),
-            "min": float(v.min()), "max": float(v.max()), "std": float(v.std())}
-
-
-def _version(dist: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info(device: str | None = None, threads: int | None = None) -> dict:
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        affinity = os.cpu_count()
-    libs = {name: _version(dist) for name, dist in (
-        ("clipseg_ros", "clipseg_ros"), ("numpy", "numpy"), ("opencv", "opencv-python-headless"),
-        ("onnxruntime", "onnxruntime"), ("onnxruntime-gpu", "onnxruntime-gpu"), ("torch", "torch"),
-        ("rosbags", "rosbags"), ("matplotlib", "matplotlib"), ("rclpy", "ros-jazzy-rclpy"))}
-    info = {
-        "platform": platform.platform(), "python": sys.version.split()[0], "cpu": _cpu_model(),
-        "cpu_count": os.cpu_count(), "cpus_usable": affinity, "threads": threads,
-        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "ROS_DOMAIN_ID", "RMW_IMPLEMENTATION",
-                                               "FASTDDS_BUILTIN_TRANSPORTS", "CUDA_VISIBLE_DEVICES")
-                if os.environ.get(k) is not None},
-        "libraries": {k: v for k, v in libs.items() if v is not None},
-    }
-    if "torch" in sys.modules:
-        torch = sys.modules["torch"]
-        info["torch_threads"] = torch.get_num_threads()
-        if device and str(device).startswith("cuda") and torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return info
-
 
 def file_sha256(path) -> str:
     h = hashlib.sha256()
@@ -220,12 +161,12 @@ def markdown(results: dict) -> str:
         lines += [f"## Latency, {what}, ms", "",
                   "| count | mean | median | p90 | p99 | min | max |", "|---|---|---|---|---|---|---|",
                   "| " + " | ".join([str(lat["count"])] + [
-                      _fmt(lat[k]) for k in ("mean", "median", "p90", "p99", "min", "max")]) + " |",
+                      _fmt(lat[k + "_ms"]) for k in ("mean", "median", "p90", "p99", "min", "max")]) + " |",
                   ""]
         br = results.get("latency_breakdown_ms") or {}
         if br:
             lines += ["| stage | median | p90 | p99 |", "|---|---|---|---|"]
-            lines += [f"| {k} | {_fmt(v['median'])} | {_fmt(v['p90'])} | {_fmt(v['p99'])} |"
+            lines += [f"| {k} | {_fmt(v['median_ms'])} | {_fmt(v['p90_ms'])} | {_fmt(v['p99_ms'])} |"
                       for k, v in br.items() if v.get("count")]
             lines.append("")
     table = results.get("metrics_table")

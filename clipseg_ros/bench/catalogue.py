@@ -1,0 +1,91 @@
+"""The benchmark's model catalogue: row names, families, twins and the groups ``--models`` accepts."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..segmenter import BACKENDS
+
+
+SCHEMA = "clipseg-bench/1"
+DEFAULT_SIZES = "480x360,640x480,1024x512"
+QUICK_SIZES = "256x192"
+QUICK_MODELS = "default,default-native,mobilenetv2,lraspp"
+TEXT_DIM = 1024                        # CLIP RN50 text width
+REFERENCE_SIZE = "480x360"             # where default / LRASPP is compared
+PACKAGED_DEFAULT = Path(__file__).resolve().parents[1] / "models" / "default.clipseg"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    key: str                   # row name
+    family: str                # stdc1 / stdc2 / mobilenetv2 / default / torchvision
+    variant: str               # enhanced / baseline / default / reference
+    arch: str | None = None    # clipseg_ros.networks.create_model name
+    text_dim: int | None = None
+    twin: str | None = None    # key of the baseline twin (enhanced rows)
+    tv: str | None = None      # torchvision builder
+
+
+MODEL_SPECS: dict[str, ModelSpec] = {s.key: s for s in (
+    ModelSpec("default", "default", "default"),
+    # as deployed: the file's own input size; the frame is resized to it and the labels back
+    ModelSpec("default-native", "default", "deployed"),
+    ModelSpec("stdc1-enh", "stdc1", "enhanced", "stdc1", TEXT_DIM, twin="stdc1-base"),
+    ModelSpec("stdc1-base", "stdc1", "baseline", "stdc1", None),
+    ModelSpec("stdc2-enh", "stdc2", "enhanced", "stdc2", TEXT_DIM, twin="stdc2-base"),
+    ModelSpec("stdc2-base", "stdc2", "baseline", "stdc2", None),
+    ModelSpec("mobilenetv2-enh", "mobilenetv2", "enhanced", "mobilenetv2", TEXT_DIM, twin="mobilenetv2-base"),
+    ModelSpec("mobilenetv2-base", "mobilenetv2", "baseline", "mobilenetv2", None),
+    ModelSpec("lraspp-mbv3", "torchvision", "reference", tv="lraspp_mobilenet_v3_large"),
+    ModelSpec("deeplabv3-mbv3", "torchvision", "reference", tv="deeplabv3_mobilenet_v3_large"),
+)}
+
+MODEL_ALIASES = {
+    "all": list(MODEL_SPECS),
+    "defaults": ["default", "default-native"],
+    "stdc1": ["stdc1-enh", "stdc1-base"],
+    "stdc2": ["stdc2-enh", "stdc2-base"],
+    "stdc": ["stdc1-enh", "stdc1-base", "stdc2-enh", "stdc2-base"],
+    "mobilenetv2": ["mobilenetv2-enh", "mobilenetv2-base"],
+    "mbv2": ["mobilenetv2-enh", "mobilenetv2-base"],
+    "twins": ["stdc1-enh", "stdc1-base", "stdc2-enh", "stdc2-base", "mobilenetv2-enh", "mobilenetv2-base"],
+    "lraspp": ["lraspp-mbv3"],
+    "deeplabv3": ["deeplabv3-mbv3"],
+    "torchvision": ["lraspp-mbv3", "deeplabv3-mbv3"],
+}
+
+BACKEND_CHOICES = tuple(b for b in BACKENDS if b != "auto")     # the rows' backends
+RAW = "torch-raw"
+
+
+class BenchError(RuntimeError):
+    """A problem that stops the benchmark (bad option, missing dependency)."""
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"640x480"`` -> (width, height)."""
+    try:
+        w, h = (int(v) for v in text.lower().strip().split("x"))
+    except ValueError:
+        raise BenchError(f"size {text!r} is not WIDTHxHEIGHT (e.g. 640x480)") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise BenchError(f"size {text!r}: width and height must be 16..8192")
+    return w, h
+
+
+def size_name(wh: tuple[int, int]) -> str:
+    return f"{wh[0]}x{wh[1]}"
+
+
+def resolve_models(text: str) -> list[str]:
+    keys: list[str] = []
+    for part in (p.strip().lower() for p in text.split(",") if p.strip()):
+        names = MODEL_ALIASES.get(part) or ([part] if part in MODEL_SPECS else None)
+        if names is None:
+            raise BenchError(f"unknown model {part!r}; choose from {', '.join(MODEL_SPECS)} "
+                             f"or the groups {', '.join(MODEL_ALIASES)}")
+        keys += [k for k in names if k not in keys]
+    if not keys:
+        raise BenchError("--models selects nothing")
+    return keys
