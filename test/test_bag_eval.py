@@ -479,3 +479,32 @@ def test_bad_input_console_script(bad_bags, model, tmp_path):
                            timeout=60, env=os.environ.copy())
         assert_clean_error(p.returncode, p.stderr, *needles)
         assert not (tmp_path / "r" / "node.log").exists()   # no node started for bad input
+
+
+def test_live_flags_keep_their_old_spellings():
+    """--node-executable / --node-startup-timeout are the spellings; --node-exe / --startup-timeout
+    (the old ones) still work, hidden from --help."""
+    p = cli.build_parser()
+    new = p.parse_args(["live", "b", "--node-executable", "/x/seg_node", "--node-startup-timeout", "7"])
+    old = p.parse_args(["live", "b", "--node-exe", "/x/seg_node", "--startup-timeout", "7"])
+    for a in (new, old):
+        assert a.node_executable == "/x/seg_node" and a.node_startup_timeout == 7.0
+    assert p.parse_args(["live", "b"]).node_startup_timeout == 120.0
+    live_help = p._subparsers._group_actions[0].choices["live"].format_help()
+    assert "--node-executable" in live_help and "--node-exe " not in live_help
+
+
+def test_backends_from_explicit_inputs(model):
+    """The backends take a network / ONNX bytes and mean/std, not a model file, and give the
+    Segmenter's labels."""
+    from clipseg_ros.model_file import ModelFile
+    from clipseg_ros.segmenter import OnnxBackend, Segmenter, TorchBackend
+
+    mf = ModelFile(model)
+    h, w = mf.meta.input_size
+    rgb = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    want = Segmenter(model, device="cpu", backend="onnxruntime", threads=1)(rgb).labels
+    onnx_labels, _ = OnnxBackend(mf.onnx_bytes, "cpu", "fp32", 1, source=mf.path)(rgb, False)
+    np.testing.assert_array_equal(onnx_labels, want)
+    torch_labels, _ = TorchBackend(mf.build_network(), mf.meta.mean, mf.meta.std, "cpu", "fp32", 1)(rgb, False)
+    assert torch_labels.shape == want.shape and (torch_labels == want).mean() > 0.99
