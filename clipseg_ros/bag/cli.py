@@ -167,6 +167,17 @@ def _finish_eval_args(args) -> None:
         raise _Usage("--samples must be >= 0")
 
 
+def eval_config(args: argparse.Namespace):
+    """The typed config of an offline / live run, out of the parsed (and finished) arguments."""
+    from dataclasses import fields
+
+    from .config import LiveConfig, OfflineConfig
+
+    cls = OfflineConfig if args.mode == "offline" else LiveConfig
+    values = {f.name: getattr(args, f.name) for f in fields(cls) if f.name != "argv"}
+    return cls(**values, argv=args._argv)
+
+
 def _error(message: str, code: int = 2) -> int:
     text = " ".join(str(message).split())
     print(f"{PROG}: error: {text}", file=sys.stderr)
@@ -209,14 +220,15 @@ def main(argv=None) -> int:
                   + (f", {summary['label_topic']}" if summary["label_topic"] else ""))
             return 0
         _finish_eval_args(args)
+        config = eval_config(args)
         if args.mode == "offline":
             from .offline import run_offline
 
-            run_offline(args)
+            run_offline(config)
         else:
             from .live import run_live
 
-            run_live(args)
+            run_live(config)
         return 0
     except expected as exc:
         return _error(str(exc))

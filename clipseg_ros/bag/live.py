@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import LiveConfig
 from .offline import common_results, expected_frames
 from ..machine import latency_summary
 from .reader import BagError, LabelMapper, open_bag, parse_label_map
@@ -83,39 +84,39 @@ class _Clock:
 # the run
 # --------------------------------------------------------------------------------------------
 
-def run_live(args) -> dict:
+def run_live(cfg: LiveConfig) -> dict:
     from ..image_codec import ImageDecodeError, image_to_array
     from ..metrics import ConfusionMatrix
     from ..model_file import ModelFile
 
-    label_map = parse_label_map(args.label_map)
-    out_dir = Path(args.out)
-    node_log = Path(args.node_log) if args.node_log else out_dir / "node.log"
+    label_map = parse_label_map(cfg.label_map)
+    out_dir = Path(cfg.out)
+    node_log = Path(cfg.node_log) if cfg.node_log else out_dir / "node.log"
 
-    with open_bag(args.bag) as bag, StopSignals() as signals:
-        bag.select_topics(args.image_topic, args.label_topic)
-        mf = ModelFile(args.model)
+    with open_bag(cfg.bag) as bag, StopSignals() as signals:
+        bag.select_topics(cfg.image_topic, cfg.label_topic)
+        mf = ModelFile(cfg.model)
         class_names = list(mf.meta.class_names)
         palette = np.asarray(mf.meta.palette, np.uint8)
         mapper = LabelMapper(label_map, len(class_names))
         out_dir.mkdir(parents=True, exist_ok=True)
         compressed = bag.image_type.endswith("CompressedImage")
-        total = expected_frames(bag.image_count(), args.every, args.limit) * args.loop
+        total = expected_frames(bag.image_count(), cfg.every, cfg.limit) * cfg.loop
         try:
-            cmd = node_command(model=str(Path(args.model).resolve()), topic=bag.image_topic,
-                               compressed=compressed, device=args.device, backend=args.backend,
-                               precision=args.precision, threads=args.threads, node_name=args.node_name,
-                               extra_params=args.node_param, executable=args.node_executable)
+            cmd = node_command(model=str(Path(cfg.model).resolve()), topic=bag.image_topic,
+                               compressed=compressed, device=cfg.device, backend=cfg.backend,
+                               precision=cfg.precision, threads=cfg.threads, node_name=cfg.node_name,
+                               extra_params=cfg.node_param, executable=cfg.node_executable)
         except ValueError as exc:      # a malformed --node-param
             raise BagError(str(exc)) from None
-        model = model_info(args.model, mf.meta, backend=args.backend, device=args.device,
-                           precision=args.precision, threads=args.threads,
-                           description=f"seg_node ({args.backend} on {args.device}, {args.precision})")
-        results = common_results("live", args, bag, model)
+        model = model_info(cfg.model, mf.meta, backend=cfg.backend, device=cfg.device,
+                           precision=cfg.precision, threads=cfg.threads,
+                           description=f"seg_node ({cfg.backend} on {cfg.device}, {cfg.precision})")
+        results = common_results("live", cfg, bag, model)
         results["label_map"] = mapper.to_json()
         results["node"] = {"command": cmd, "log": str(node_log)}
         cm = ConfusionMatrix(len(class_names))
-        samples = SampleCollector(palette, sample_positions(total, args.samples))
+        samples = SampleCollector(palette, sample_positions(total, cfg.samples))
         node = NodeProcess(cmd, node_log)
         ros = None
         outbag = None
@@ -124,13 +125,13 @@ def run_live(args) -> dict:
             node.start()
             results["node"]["pid"] = node.pid
             print(f"seg_node started (pid {node.pid}), log {node_log}", flush=True)
-            ros = RosSide(bag.image_topic, compressed, args.node_name, bool(args.output_bag))
-            if args.output_bag:
+            ros = RosSide(bag.image_topic, compressed, cfg.node_name, bool(cfg.output_bag))
+            if cfg.output_bag:
                 from .writer import OutputBag
 
-                outbag = OutputBag(args.output_bag, args.output_storage or bag.storage, bag.image_topic,
-                                   bag.image_connection(), "/" + args.node_name.strip("/"), palette)
-            live = _Replay(args, bag, ros, node, mapper, cm, samples, outbag, total, image_to_array,
+                outbag = OutputBag(cfg.output_bag, cfg.output_storage or bag.storage, bag.image_topic,
+                                   bag.image_connection(), "/" + cfg.node_name.strip("/"), palette)
+            live = _Replay(cfg, bag, ros, node, mapper, cm, samples, outbag, total, image_to_array,
                            ImageDecodeError)
             live.startup()
             live.replay()
@@ -154,13 +155,13 @@ def run_live(args) -> dict:
     if outbag is not None:
         results["output_bag"] = {"path": str(outbag.path), "topics": outbag.topics, "frames": outbag.count}
     return write_results(out_dir, results, cm=cm, class_names=class_names, latencies_s=live.latencies_s,
-                         latency_frames=live.latency_positions, samples=samples, quiet=args.quiet)
+                         latency_frames=live.latency_positions, samples=samples, quiet=cfg.quiet)
 
 
 class _Replay:
-    def __init__(self, args, bag, ros: RosSide, node: NodeProcess, mapper, cm, samples, outbag, total,
+    def __init__(self, cfg, bag, ros: RosSide, node: NodeProcess, mapper, cm, samples, outbag, total,
                  image_to_array, decode_error):
-        self.args, self.bag, self.ros, self.node = args, bag, ros, node
+        self.cfg, self.bag, self.ros, self.node = cfg, bag, ros, node
         self.mapper, self.cm, self.samples, self.outbag = mapper, cm, samples, outbag
         self.total = total
         self.image_to_array, self.decode_error = image_to_array, decode_error
@@ -286,8 +287,8 @@ class _Replay:
     # ---- phases ---------------------------------------------------------------------------
     def startup(self) -> None:
         """Wait for the node, then send warm-up frames until their labels come back."""
-        args = self.args
-        deadline = time.monotonic() + args.node_startup_timeout
+        cfg = self.cfg
+        deadline = time.monotonic() + cfg.node_startup_timeout
         first = None
         frames = self.bag.frames(self.mapper, limit=1)
         try:
@@ -302,20 +303,20 @@ class _Replay:
                 break
             if time.monotonic() > deadline:
                 tail = self.node.log_tail()
-                raise LiveError(f"seg_node did not come up within {args.node_startup_timeout:g} s "
+                raise LiveError(f"seg_node did not come up within {cfg.node_startup_timeout:g} s "
                                 f"(no subscriber on {self.bag.image_topic} / no publisher of "
                                 f"{self.ros.ns}/labels)" + (f"; node log: {tail}" if tail else ""))
             time.sleep(0.05)
         self.ros.subscribe_outputs(self.ros.labels_publisher_qos())
         # 2. warm-up / handshake: resend every second until labels come back
-        for _ in range(max(1, args.warmup)):
+        for _ in range(max(1, cfg.warmup)):
             self.warmup_done = False
             last = 0.0
             while not self.warmup_done:
                 self._check_node("during warm-up")
                 if time.monotonic() > deadline:
                     raise LiveError(f"seg_node published no labels for the warm-up frame within "
-                                    f"{args.node_startup_timeout:g} s (log: {self.node.log_path})")
+                                    f"{cfg.node_startup_timeout:g} s (log: {self.node.log_path})")
                 if time.monotonic() - last > 1.0:
                     s = self.clock.now()
                     self.warmup_stamps.add(s)
@@ -331,13 +332,13 @@ class _Replay:
         self.diag_base_snapshot = self.ros.diag_snapshot()
 
     def replay(self) -> None:
-        args = self.args
-        rate = args.rate
+        cfg = self.cfg
+        rate = cfg.rate
         position = 0
         t0 = None
         bag0 = None
         bar = None
-        if not args.no_progress:
+        if not cfg.no_progress:
             from tqdm import tqdm
 
             bar = tqdm(total=self.total, desc=f"live x{rate}", unit="frame", dynamic_ncols=True,
@@ -351,7 +352,7 @@ class _Replay:
             if rate == "max":
                 if last_stamp is not None:
                     # until the previous frame's labels arrive, the node reports a rejection, or timeout
-                    deadline = time.monotonic() + args.timeout
+                    deadline = time.monotonic() + cfg.timeout
                     while (not self.sent[last_stamp].get("received") and time.monotonic() < deadline
                            and self.ros.diag_counts().get("rejected", 0) <= rejected_before):
                         self._check_node("during the replay")
@@ -383,13 +384,13 @@ class _Replay:
         if position == 0:
             raise BagError(f"bag {self.bag.path} has no frames on {self.bag.image_topic}")
         # outstanding labels: wait for the last frame (earlier ones resolve with it), or time out
-        deadline = time.monotonic() + args.timeout
+        deadline = time.monotonic() + cfg.timeout
         while not self.sent[last_stamp].get("received") and time.monotonic() < deadline:
             self._check_node("during the replay")
             self._drain(0.05)
         self._drain(0.2)
         # final diagnostics: one status received after the last labels
-        t_end = time.monotonic() + min(3.0, max(1.0, args.timeout))
+        t_end = time.monotonic() + min(3.0, max(1.0, cfg.timeout))
         seen = self.ros.diag_count
         while self.ros.diag_count < seen + 1 and time.monotonic() < t_end:
             self._drain(0.05)
@@ -399,12 +400,12 @@ class _Replay:
     def _laps(self):
         """(bag-time offset, frame) over ``--loop`` passes through the bag.  Lap k is shifted by k
         times (the bag's span + one frame period), so the recorded rate holds across the seam."""
-        args = self.args
+        cfg = self.cfg
         offset = 0
-        for _lap in range(args.loop):
+        for _lap in range(cfg.loop):
             first = last = None
             n = 0
-            frames = self.bag.frames(self.mapper, limit=args.limit, every=args.every)
+            frames = self.bag.frames(self.mapper, limit=cfg.limit, every=cfg.every)
             try:
                 for frame in frames:
                     first = frame.bag_time_ns if first is None else first
@@ -437,11 +438,11 @@ class _Replay:
             "rate": {"achieved_hz": ((self.processed - 1) / span_out
                                      if self.processed > 1 and span_out > 0 else None),
                      "sent_hz": (sent - 1) / span_send if span_send > 0 and sent > 1 else None,
-                     "replay_rate": self.args.rate, "wall_s": span_recv},
-            "live": {"rate": self.args.rate, "warmup": max(1, self.args.warmup),
+                     "replay_rate": self.cfg.rate, "wall_s": span_recv},
+            "live": {"rate": self.cfg.rate, "warmup": max(1, self.cfg.warmup),
                      "policy": ("closed loop: next frame after the previous frame's labels (or --timeout)"
-                                if self.args.rate == "max" else
-                                f"open loop at {self.args.rate:g}x the recorded rate"),
+                                if self.cfg.rate == "max" else
+                                f"open loop at {self.cfg.rate:g}x the recorded rate"),
                      "diagnostics_final": self.ros.diag_snapshot()},
             "per_frame": self.per_frame,
         }

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import EvalConfig, OfflineConfig
 from ..machine import latency_summary, machine_info
 from .reader import BagError, LabelMapper, open_bag, parse_label_map
 from .report import SampleCollector, model_info, sample_positions, write_results
@@ -25,14 +26,12 @@ def expected_frames(count: int, every: int = 1, limit: int | None = None) -> int
     return min(n, limit) if limit is not None else n
 
 
-def common_results(mode: str, args, bag, model: dict) -> dict:
-    cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-           if k not in ("func",) and not k.startswith("_")}
+def common_results(mode: str, cfg: EvalConfig, bag, model: dict) -> dict:
     info = bag.info()
     info.update(image_topic=bag.image_topic, image_type=bag.image_type, label_topic=bag.label_topic,
                 label_type=bag.label_type)
     return {"tool": "clipseg-bag-eval", "mode": mode,
-            "config": {"args": cfg, "argv": getattr(args, "_argv", None)}, "bag": info, "model": model,
+            "config": {"args": cfg.record(), "argv": cfg.argv}, "bag": info, "model": model,
             "machine": machine_info(model.get("threads"), model.get("device"))}
 
 
@@ -44,46 +43,46 @@ def _progress(iterable, total: int, enabled: bool, desc: str):
     return tqdm(iterable, total=total, desc=desc, unit="frame", dynamic_ncols=True, leave=False)
 
 
-def run_offline(args) -> dict:
+def run_offline(cfg: OfflineConfig) -> dict:
     from ..metrics import ConfusionMatrix
     from ..segmenter import Segmenter
 
     from ..model_file import ModelFile
 
-    label_map = parse_label_map(args.label_map)
-    out_dir = Path(args.out)
-    with open_bag(args.bag) as bag:
-        bag.select_topics(args.image_topic, args.label_topic)
-        mapper = LabelMapper(label_map, ModelFile(args.model).meta.num_classes)
-        seg = Segmenter(args.model, device=args.device, backend=args.backend, precision=args.precision,
-                        threads=args.threads)
+    label_map = parse_label_map(cfg.label_map)
+    out_dir = Path(cfg.out)
+    with open_bag(cfg.bag) as bag:
+        bag.select_topics(cfg.image_topic, cfg.label_topic)
+        mapper = LabelMapper(label_map, ModelFile(cfg.model).meta.num_classes)
+        seg = Segmenter(cfg.model, device=cfg.device, backend=cfg.backend, precision=cfg.precision,
+                        threads=cfg.threads)
         num_classes = len(seg.class_names)
-        total = expected_frames(bag.image_count(), args.every, args.limit)
-        results = common_results("offline", args, bag, model_info(
-            args.model, seg.meta, backend=seg.backend, device=seg.device, precision=seg.precision,
-            threads=args.threads, description=seg.description))
+        total = expected_frames(bag.image_count(), cfg.every, cfg.limit)
+        results = common_results("offline", cfg, bag, model_info(
+            cfg.model, seg.meta, backend=seg.backend, device=seg.device, precision=seg.precision,
+            threads=cfg.threads, description=seg.description))
         results["label_map"] = mapper.to_json()
         cm = ConfusionMatrix(num_classes)
-        samples = SampleCollector(seg.palette, sample_positions(total, args.samples))
+        samples = SampleCollector(seg.palette, sample_positions(total, cfg.samples))
         outbag = None
-        if args.output_bag:
+        if cfg.output_bag:
             from .writer import OutputBag
 
-            outbag = OutputBag(args.output_bag, args.output_storage or bag.storage, bag.image_topic,
-                               bag.image_connection(), args.output_prefix, seg.palette)
+            outbag = OutputBag(cfg.output_bag, cfg.output_storage or bag.storage, bag.image_topic,
+                               bag.image_connection(), cfg.output_prefix, seg.palette)
         latencies, stamps, positions = [], [], []
         stages = {"decode": [], "preprocess": [], "inference": [], "postprocess": []}
         processed = with_gt = 0
         ok = False
         t_start = None
         try:
-            frames = bag.frames(mapper, limit=args.limit, every=args.every)
-            for pos, frame in enumerate(_progress(frames, total, not args.no_progress, "offline")):
+            frames = bag.frames(mapper, limit=cfg.limit, every=cfg.every)
+            for pos, frame in enumerate(_progress(frames, total, not cfg.no_progress, "offline")):
                 t0 = time.perf_counter()
                 rgb = frame.rgb
                 t_dec = time.perf_counter() - t0
                 if pos == 0:
-                    for _ in range(max(0, args.warmup)):
+                    for _ in range(max(0, cfg.warmup)):
                         seg(rgb)
                     t_start = time.perf_counter()
                 t0 = time.perf_counter()
@@ -111,7 +110,7 @@ def run_offline(args) -> dict:
         wall = time.perf_counter() - t_start if t_start is not None else 0.0
         results["bag"]["reader_stats"] = dict(bag.stats)
     if processed == 0:
-        raise BagError(f"bag {args.bag} has no frames on {results['bag']['image_topic']}")
+        raise BagError(f"bag {cfg.bag} has no frames on {results['bag']['image_topic']}")
     results["frames"] = {"total": processed, "processed": processed, "with_gt": with_gt,
                          "without_gt": processed - with_gt, "dropped": 0, "rejected": 0}
     results["latency_ms"] = latency_summary(latencies)
@@ -124,4 +123,4 @@ def run_offline(args) -> dict:
     if outbag is not None:
         results["output_bag"] = {"path": str(outbag.path), "topics": outbag.topics, "frames": outbag.count}
     return write_results(out_dir, results, cm=cm, class_names=seg.class_names, latencies_s=latencies,
-                         latency_frames=positions, samples=samples, quiet=args.quiet)
+                         latency_frames=positions, samples=samples, quiet=cfg.quiet)
