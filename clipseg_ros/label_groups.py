@@ -28,10 +28,12 @@ import cv2
 import numpy as np
 import yaml
 
+from .conventions import IGNORE_INDEX
+
 __all__ = ["IGNORE", "LabelGroups", "LabelGroupsError", "load_label_groups", "parse_label_groups"]
 
 #: ``~/groups`` value of pixels whose class is in no group (and of unlabeled pixels).
-IGNORE = 255
+IGNORE = IGNORE_INDEX     # a pixel in no group
 MAX_GROUPS = 255
 
 

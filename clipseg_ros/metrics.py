@@ -32,7 +32,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-IGNORE_INDEX = 255
+from .conventions import IGNORE_INDEX
 
 __all__ = [
     "IGNORE_INDEX",

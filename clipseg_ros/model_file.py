@@ -27,7 +27,8 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from .conventions import IGNORE_INDEX
 
 FORMAT_NAME = "clipseg-model"
 FORMAT_VERSION = 1
@@ -36,7 +37,6 @@ WEIGHTS_NAME = "weights.pt"
 ONNX_NAME = "model.onnx"
 ONNX_INPUT = "image"
 ONNX_OUTPUTS = ("labels", "confidence")
-IGNORE_INDEX = 255
 # Floating tensors bigger than this are stored as float16 when ``compact=True``.
 COMPACT_MIN_NUMEL = 1024
 
@@ -333,10 +333,6 @@ class ModelFile:
         return net.eval()
 
 
-def load_model_file(path) -> ModelFile:
-    return ModelFile(path)
-
-
 def deploy_network(network):
     """A copy of ``network`` without training-only heads, in eval mode (same weights)."""
     from .networks import arch_spec, build_from_spec
@@ -443,11 +439,3 @@ def atomic_write_zip(path, members: dict[str, bytes]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-def describe(path) -> dict[str, Any]:
-    """A short JSON-able summary of a model file (for logs and ``--info`` output)."""
-    mf = ModelFile(path)
-    return {"path": str(mf.path), "arch": mf.meta.arch, "classes": mf.meta.class_names,
-            "input_size": mf.meta.input_size, "onnx": mf.onnx_bytes is not None,
-            "torch_weights": mf.has_torch_weights, "provenance": mf.meta.provenance}

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clipseg_ros.conventions import DEFAULT_MODEL
 from clipseg_ros.model_file import ModelFile
 from clipseg_ros.segmenter import Segmenter
 from clipseg_ros.visualize import CAMVID_CLASSES
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = REPO / "clipseg_ros" / "models" / "default.clipseg"
 MODEL_CARD = REPO / "clipseg_ros" / "models" / "default.md"
 SAMPLE_BAG = REPO / "data" / "sample_bag" / "camvid_val_sample"
 #: the first 25 frames of the sample bag: mIoU floor for the shipped model (measured value in the card)

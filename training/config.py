@@ -16,8 +16,7 @@ from typing import Any
 
 import yaml
 
-IMAGENET_MEAN = [123.675, 116.28, 103.53]
-IMAGENET_STD = [58.395, 57.12, 57.375]
+from clipseg_ros.conventions import IMAGENET_MEAN, IMAGENET_STD
 
 DEFAULTS: dict[str, Any] = {
     "model": {
@@ -61,8 +60,8 @@ DEFAULTS: dict[str, Any] = {
         "workers": 0,                   # loader processes; 0 measured fastest on 2 CPU cores with the cache
         "cache_mb": 2048,               # decode each split once into RAM (uint8) up to this size; 0 = off
         "val_batch_size": 4,            # validation batch (images of one size are batched)
-        "mean": IMAGENET_MEAN,
-        "std": IMAGENET_STD,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
         "limit_train": None,            # use only the first N training images (smoke tests)
         "limit_val": None,
         "validate_index": True,         # check every image/label pair before training

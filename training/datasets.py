@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import torch
 
-IGNORE_INDEX = 255
+from clipseg_ros.conventions import IGNORE_INDEX
 
 CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
                   "Pedestrian", "Bicyclist")

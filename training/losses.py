@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-IGNORE_INDEX = 255
+from clipseg_ros.conventions import IGNORE_INDEX
 
 
 class OhemCrossEntropy(nn.Module):

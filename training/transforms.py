@@ -30,9 +30,7 @@ import cv2
 import numpy as np
 import torch
 
-IMAGENET_MEAN = (123.675, 116.28, 103.53)     # RGB, 0..255 scale
-IMAGENET_STD = (58.395, 57.12, 57.375)
-IGNORE_INDEX = 255
+from clipseg_ros.conventions import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "IGNORE_INDEX", "IMAGENET_MEAN", "IMAGENET_STD",

@@ -17,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..conventions import DEFAULT_MODEL
 from ..segmenter import BACKENDS, PRECISIONS
 
 PROG = "clipseg-bag-eval"
@@ -29,8 +30,8 @@ class _Usage(Exception):
 
 def default_model() -> Path:
     """The model bundled with the package (``clipseg_ros/models/default.clipseg``, else the only one)."""
-    if (MODELS_DIR / "default.clipseg").is_file():
-        return MODELS_DIR / "default.clipseg"
+    if DEFAULT_MODEL.is_file():
+        return DEFAULT_MODEL
     files = sorted(MODELS_DIR.glob("*.clipseg"))
     if not files:
         raise _Usage(f"no --model given and no bundled model in {MODELS_DIR}")

@@ -26,11 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from ..conventions import IGNORE_INDEX
+
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
 LABEL_ENCODINGS = ("mono8", "8UC1", "mono16", "16UC1")
-IGNORE_INDEX = 255
 
 DEFAULT_IMAGE_TOPICS = ("/camera/image_raw", "/camera/image_raw/compressed")
 DEFAULT_LABEL_TOPIC = "/camera/labels"

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
+from ..conventions import DEFAULT_MODEL
 from ..segmenter import BACKENDS
 
 
@@ -13,7 +13,7 @@ QUICK_SIZES = "256x192"
 QUICK_MODELS = "default,default-native,mobilenetv2,lraspp"
 TEXT_DIM = 1024                        # CLIP RN50 text width
 REFERENCE_SIZE = "480x360"             # where default / LRASPP is compared
-PACKAGED_DEFAULT = Path(__file__).resolve().parents[1] / "models" / "default.clipseg"
+PACKAGED_DEFAULT = DEFAULT_MODEL
 
 
 @dataclass(frozen=True)
