@@ -1,8 +1,14 @@
 """``seg_node``: the ROS 2 node around :class:`clipseg_ros.segmenter.Segmenter`.
 
-All ROS glue of the package lives in this file: parameters are read into a plain
-:class:`NodeConfig`, messages are turned into numpy arrays (``image_codec``), segmented
-(``segmenter``), colorized / blended (``visualize``) and turned back into messages.
+This file is the ROS glue of the package: :class:`SegNode` and :func:`main`.  Parameters are read
+into a plain :class:`NodeConfig`, messages are turned into numpy arrays (``image_codec``), segmented
+(``segmenter``), colorized / blended (``visualize``) and turned back into messages.  Two modules
+beside it hold the parts that need no node:
+
+* :mod:`clipseg_ros.node_params`: the parameter table (``PARAMETERS``), :class:`NodeConfig`,
+  ``validate_parameter`` and the parameter descriptors;
+* :mod:`clipseg_ros.node_diagnostics`: the diagnostics statistics (counters, latency windows,
+  percentiles) and ``summarize``, which builds the diagnostics level, message and key/values.
 
 Topics (``~`` is the node's name, ``/seg_node`` by default)
 -----------------------------------------------------------
@@ -38,15 +44,13 @@ logged and counted as a callback error).
 """
 from __future__ import annotations
 
-import math
-import re
 import signal
 import sys
 import threading
 import time
 import traceback
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,15 +59,13 @@ from . import image_codec, visualize
 from . import camera_info as _caminfo, label_codec, label_groups as _groups
 from .model_file import ModelFileError
 from .node_diagnostics import STALE_STAMP_S, _Stats, summarize
-from .node_params import (_BY_NAME, DEFAULT_MODEL, PARAMETER_NAMES, PARAMETERS, RUNTIME_PARAMETERS,
-                          NodeConfig, _descriptor, _Param, validate_parameter)
+from .node_params import (_BY_NAME, DEFAULT_MODEL, PARAMETERS, NodeConfig, _descriptor, validate_parameter)
 from .segmenter import Segmenter, SegmenterConfigError
 
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 __all__ = ["DEFAULT_MODEL", "NodeConfig", "SegNode", "StartupError", "main", "validate_parameter"]

@@ -1,13 +1,16 @@
 """Statistics of ``seg_node`` for its diagnostics: counters, latency windows, percentiles.
 
-Plain Python (no ROS, no numpy): :class:`clipseg_ros.node.SegNode` feeds a :class:`_Stats` from its
-callback and worker and turns :func:`summarize` into a ``DiagnosticStatus``.
+No ROS (numpy for the percentiles, exactly as before the split): :class:`clipseg_ros.node.SegNode`
+feeds a :class:`_Stats` from its callback and worker and turns :func:`summarize` into a
+``DiagnosticStatus``.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
+
+import numpy as np
 
 __all__ = ["LATENCY_WINDOW", "SLOW_FRACTION", "STALE_STAMP_S", "summarize"]
 
@@ -19,7 +22,6 @@ SLOW_FRACTION = 0.5
 #: stamp (a bag replayed without use_sim_time, a camera without time sync): its end-to-end latency
 #: means nothing, so it stays out of the latency window and is counted as a stale stamp instead.
 STALE_STAMP_S = 10.0
-
 
 
 class _Stats:
@@ -56,20 +58,12 @@ class _Stats:
         return snap
 
 
-def _percentile(sorted_vals: list, q: float) -> float:
-    """numpy's default (linear) percentile of an already sorted list."""
-    pos = (len(sorted_vals) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_vals) - 1)
-    return float(sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo))
-
-
 def _percentiles(values: list) -> tuple[float, float] | None:
     """(median, p95) of ``values``; None when empty."""
     if not values:
         return None
-    a = sorted(float(v) for v in values)
-    return _percentile(a, 50.0), _percentile(a, 95.0)
+    a = np.asarray(values, dtype=np.float64)
+    return float(np.median(a)), float(np.percentile(a, 95))
 
 
 def summarize(snap: dict, last: tuple, now: float, input_topic: str, trailer: list) -> tuple:

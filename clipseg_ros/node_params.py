@@ -28,7 +28,6 @@ _DEVICE_RE = re.compile(r"auto|cpu|cuda|cuda:\d+")
 RELIABILITY_NAMES = ("best_effort", "reliable")
 
 
-
 @dataclass(frozen=True)
 class _Param:
     name: str
