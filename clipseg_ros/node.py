@@ -1,8 +1,14 @@
 """``seg_node``: the ROS 2 node around :class:`clipseg_ros.segmenter.Segmenter`.
 
-All ROS glue of the package lives in this file: parameters are read into a plain
-:class:`NodeConfig`, messages are turned into numpy arrays (``image_codec``), segmented
-(``segmenter``), colorized / blended (``visualize``) and turned back into messages.
+This file is the ROS glue of the package: :class:`SegNode` and :func:`main`.  Parameters are read
+into a plain :class:`NodeConfig`, messages are turned into numpy arrays (``image_codec``), segmented
+(``segmenter``), colorized / blended (``visualize``) and turned back into messages.  Two modules
+beside it hold the parts that need no node:
+
+* :mod:`clipseg_ros.node_params`: the parameter table (``PARAMETERS``), :class:`NodeConfig`,
+  ``validate_parameter`` and the parameter descriptors;
+* :mod:`clipseg_ros.node_diagnostics`: the diagnostics statistics (counters, latency windows,
+  percentiles) and ``summarize``, which builds the diagnostics level, message and key/values.
 
 Topics (``~`` is the node's name, ``/seg_node`` by default)
 -----------------------------------------------------------
@@ -38,15 +44,13 @@ logged and counted as a callback error).
 """
 from __future__ import annotations
 
-import math
-import re
 import signal
 import sys
 import threading
 import time
 import traceback
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -54,231 +58,27 @@ import numpy as np
 from . import image_codec, visualize
 from . import camera_info as _caminfo, label_codec, label_groups as _groups
 from .model_file import ModelFileError
+from .node_diagnostics import STALE_STAMP_S, _Stats, summarize
+from .node_params import (_BY_NAME, DEFAULT_MODEL, PARAMETERS, NodeConfig, _descriptor, validate_parameter)
 from .segmenter import Segmenter, SegmenterConfigError
 
 import rclpy
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
-                                SetParametersResult)
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 __all__ = ["DEFAULT_MODEL", "NodeConfig", "SegNode", "StartupError", "main", "validate_parameter"]
 
-#: The package's default model file (used when ``model`` is empty).
-DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.clipseg"
-
 NODE_NAME = "seg_node"
-#: Latency statistics in the diagnostics cover the last this many frames.
-LATENCY_WINDOW = 300
-#: A processed rate below this fraction of the input rate makes the diagnostics WARN.
-SLOW_FRACTION = 0.5
 #: camera_info messages kept to find the one with an image's stamp.
 CAMERA_INFO_KEEP = 10
-#: A frame stamped more than this many seconds before (or after) the node's clock has a stale
-#: stamp (a bag replayed without use_sim_time, a camera without time sync): its end-to-end latency
-#: means nothing, so it stays out of the latency window and is counted as a stale stamp instead.
-STALE_STAMP_S = 10.0
 
-_DEVICE_RE = re.compile(r"auto|cpu|cuda|cuda:\d+")
 _RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 
 
 class StartupError(RuntimeError):
     """The node cannot start (model file, parameter values, backend); the message says why."""
-
-
-# ------------------------------------------------------------------------------------------------
-# parameters
-# ------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Param:
-    name: str
-    default: object            # a value, or a Parameter.Type for "no default"
-    ptype: int                 # rcl_interfaces ParameterType
-    description: str
-    read_only: bool = False
-    float_range: tuple | None = None
-    int_range: tuple | None = None
-    constraints: str = ""
-
-
-_T = ParameterType
-PARAMETERS: tuple[_Param, ...] = (
-    _Param("model", "", _T.PARAMETER_STRING,
-           "Path of the .clipseg model file; empty = the package's default model", read_only=True),
-    _Param("device", "auto", _T.PARAMETER_STRING,
-           "Inference device; auto = the first CUDA device if there is one, else cpu", read_only=True,
-           constraints="auto | cpu | cuda | cuda:N"),
-    _Param("backend", "auto", _T.PARAMETER_STRING,
-           "Inference backend; auto = ONNX Runtime on CPU, PyTorch or ONNX Runtime (CUDA / TensorRT) "
-           "on a GPU", read_only=True,
-           constraints="auto | torch | onnxruntime"),
-    _Param("precision", "fp32", _T.PARAMETER_STRING, "Inference precision (fp16 needs CUDA)",
-           read_only=True, constraints="fp32 | fp16"),
-    _Param("threads", 0, _T.PARAMETER_INTEGER, "CPU threads for inference; 0 = library default",
-           read_only=True, int_range=(0, 256)),
-    _Param("input_compressed", False, _T.PARAMETER_BOOL,
-           "Subscribe to image/compressed (CompressedImage, jpeg/png) instead of image", read_only=True),
-    _Param("qos_reliability", "best_effort", _T.PARAMETER_STRING, "Input subscription reliability",
-           read_only=True, constraints="best_effort | reliable"),
-    _Param("qos_depth", 1, _T.PARAMETER_INTEGER, "Input subscription queue depth (keep last)",
-           read_only=True, int_range=(1, 1000)),
-    _Param("output_qos_reliability", "reliable", _T.PARAMETER_STRING,
-           "Reliability of the output publishers (keep last, depth 1)", read_only=True,
-           constraints="best_effort | reliable"),
-    _Param("diagnostics_period", 1.0, _T.PARAMETER_DOUBLE, "Seconds between /diagnostics messages",
-           read_only=True, float_range=(0.05, 3600.0)),
-    _Param("overlay_alpha", 0.5, _T.PARAMETER_DOUBLE,
-           "Weight of the color mask in ~/overlay: 0 = the camera image, 1 = the color mask",
-           float_range=(0.0, 1.0)),
-    _Param("publish_color", True, _T.PARAMETER_BOOL, "Publish ~/color (when subscribed)"),
-    _Param("publish_overlay", True, _T.PARAMETER_BOOL, "Publish ~/overlay (when subscribed)"),
-    _Param("publish_confidence", False, _T.PARAMETER_BOOL, "Publish ~/confidence (when subscribed)"),
-    _Param("palette", Parameter.Type.INTEGER_ARRAY, _T.PARAMETER_INTEGER_ARRAY,
-           "Color override: flat r,g,b list, 3 values (0..255) per model class; unset or [] = the "
-           "model's palette", constraints="length 3*K, values 0..255"),
-    _Param("max_image_pixels", 0, _T.PARAMETER_INTEGER,
-           "Reject input images with more pixels than this, before decoding (compressed: from the "
-           "PNG/JPEG header); 0 = the codec's limit (64 Mpx)",
-           int_range=(0, image_codec.MAX_PIXELS)),
-    _Param("autostart", True, _T.PARAMETER_BOOL,
-           "Walk the lifecycle to active at start-up; false: wait in unconfigured for "
-           "configure / activate through ~/change_state", read_only=True),
-    _Param("label_groups", "", _T.PARAMETER_STRING,
-           "YAML file mapping model classes to groups for ~/groups and ~/groups/color; "
-           "empty = no groups", read_only=True, constraints="path or empty"),
-)
-PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
-_BY_NAME = {p.name: p for p in PARAMETERS}
-#: Parameters that take effect while the node runs (the others need a restart).
-RUNTIME_PARAMETERS = tuple(p.name for p in PARAMETERS if not p.read_only)
-
-
-@dataclass(frozen=True)
-class NodeConfig:
-    """The node's parameters as plain values."""
-
-    model: str = ""
-    device: str = "auto"
-    backend: str = "auto"
-    precision: str = "fp32"
-    threads: int = 0
-    input_compressed: bool = False
-    qos_reliability: str = "best_effort"
-    qos_depth: int = 1
-    output_qos_reliability: str = "reliable"
-    diagnostics_period: float = 1.0
-    overlay_alpha: float = 0.5
-    publish_color: bool = True
-    publish_overlay: bool = True
-    publish_confidence: bool = False
-    palette: tuple = field(default_factory=tuple)
-    max_image_pixels: int = 0
-    label_groups: str = ""
-    autostart: bool = True
-
-    def model_path(self) -> Path:
-        return Path(self.model).expanduser() if self.model else DEFAULT_MODEL
-
-
-def validate_parameter(name: str, value, num_classes: int | None = None) -> str | None:
-    """Why ``value`` is not acceptable for parameter ``name`` (None when it is)."""
-    spec = _BY_NAME.get(name)
-    if spec is None:
-        return None        # not ours (use_sim_time, ...)
-    if name == "device":
-        if not isinstance(value, str) or not _DEVICE_RE.fullmatch(value.strip().lower()):
-            return f"device {value!r} is not one of auto, cpu, cuda, cuda:N"
-    elif name == "backend":
-        if value not in ("auto", "torch", "onnxruntime"):
-            return f"backend {value!r} is not one of auto, torch, onnxruntime"
-    elif name == "precision":
-        if value not in ("fp32", "fp16"):
-            return f"precision {value!r} is not one of fp32, fp16"
-    elif name in ("qos_reliability", "output_qos_reliability"):
-        if value not in _RELIABILITY:
-            return f"{name} {value!r} is not one of best_effort, reliable"
-    elif name == "palette":
-        vals = list(value or [])
-        if not vals:
-            return None
-        if len(vals) % 3:
-            return f"palette has {len(vals)} values, not a multiple of 3 (r,g,b per class)"
-        if num_classes is not None and len(vals) != 3 * num_classes:
-            return (f"palette has {len(vals) // 3} colors but the model has {num_classes} classes "
-                    f"(give {3 * num_classes} values)")
-        bad = [v for v in vals if not 0 <= int(v) <= 255]
-        if bad:
-            return f"palette values must be in 0..255, got {bad[:3]}"
-    elif spec.float_range is not None:
-        lo, hi = spec.float_range
-        if not isinstance(value, (int, float)) or math.isnan(value) or not lo <= value <= hi:
-            return f"{name} must be in [{lo:g}, {hi:g}], got {value!r}"
-    elif spec.int_range is not None:
-        lo, hi = spec.int_range
-        if not isinstance(value, int) or not lo <= value <= hi:
-            return f"{name} must be an integer in [{lo}, {hi}], got {value!r}"
-    return None
-
-
-def _descriptor(p: _Param) -> ParameterDescriptor:
-    d = ParameterDescriptor(name=p.name, type=p.ptype, description=p.description,
-                            additional_constraints=p.constraints, read_only=p.read_only)
-    if p.float_range is not None:
-        d.floating_point_range = [FloatingPointRange(from_value=float(p.float_range[0]),
-                                                     to_value=float(p.float_range[1]), step=0.0)]
-    if p.int_range is not None:
-        d.integer_range = [IntegerRange(from_value=int(p.int_range[0]), to_value=int(p.int_range[1]),
-                                        step=1)]
-    return d
-
-
-# ------------------------------------------------------------------------------------------------
-# statistics
-# ------------------------------------------------------------------------------------------------
-
-class _Stats:
-    """Counters and latency windows, shared by the callback, the worker and the diagnostics timer."""
-
-    COUNTERS = ("received", "processed", "dropped", "rejected", "inference_errors",
-                "color_computed", "color_published", "overlay_published", "confidence_published",
-                "camera_info_published", "labels_compressed_published", "groups_published",
-                "groups_color_published", "stale_stamps", "callback_errors")
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        for k in self.COUNTERS:
-            setattr(self, k, 0)
-        self.inference_ms: deque = deque(maxlen=LATENCY_WINDOW)
-        self.e2e_ms: deque = deque(maxlen=LATENCY_WINDOW)
-        self.last_rejection = ""
-        self.last_error = ""
-        self.last_callback_error = ""
-
-    def add(self, **counts) -> None:
-        with self.lock:
-            for k, v in counts.items():
-                setattr(self, k, getattr(self, k) + v)
-
-    def snapshot(self) -> dict:
-        with self.lock:
-            snap = {k: getattr(self, k) for k in self.COUNTERS}
-            snap["inference_ms"] = list(self.inference_ms)
-            snap["e2e_ms"] = list(self.e2e_ms)
-            snap["last_rejection"] = self.last_rejection
-            snap["last_error"] = self.last_error
-            snap["last_callback_error"] = self.last_callback_error
-        return snap
-
-
-def _percentiles(values: list) -> tuple[float, float] | None:
-    if not values:
-        return None
-    a = np.asarray(values, dtype=np.float64)
-    return float(np.median(a)), float(np.percentile(a, 95))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -786,70 +586,22 @@ class SegNode(LifecycleNode):
 
         snap = self._stats.snapshot()
         now = time.monotonic()
-        t_prev, rec_prev, proc_prev, rej_prev, err_prev, stale_prev, cb_prev = self._diag_last
-        self._diag_last = (now, snap["received"], snap["processed"], snap["rejected"],
-                           snap["inference_errors"], snap["stale_stamps"], snap["callback_errors"])
-        dt = max(now - t_prev, 1e-6)
-        in_hz = (snap["received"] - rec_prev) / dt
-        out_hz = (snap["processed"] - proc_prev) / dt
-        new_rejected = snap["rejected"] - rej_prev
-        new_errors = snap["inference_errors"] - err_prev
-        new_stale = snap["stale_stamps"] - stale_prev
-        new_cb_errors = snap["callback_errors"] - cb_prev
-        inf = _percentiles(snap["inference_ms"])
-        e2e = _percentiles(snap["e2e_ms"])
-
-        def ms(v):
-            return f"{v:.1f}" if v is not None else "n/a"
-
+        level, message, values, self._diag_last = summarize(
+            snap, self._diag_last, now, input_topic=self.input_topic, trailer=[
+                ("lifecycle state", self.lifecycle_state),
+                ("backend", self.segmenter.description),
+                ("tensorrt engine", self.segmenter.engine_note or "not used"),
+                ("device", self.segmenter.device),
+                ("model", self.model_path),
+                ("input topic", self.input_topic),
+            ])
         st = DiagnosticStatus()
         ns = self.get_namespace().strip("/")
         st.name = f"{ns + '/' if ns else ''}{self.get_name()}: segmentation"
         st.hardware_id = self.segmenter.device
-        if new_errors:
-            st.level, st.message = DiagnosticStatus.ERROR, f"inference failed: {snap['last_error']}"
-        elif new_rejected:
-            st.level, st.message = DiagnosticStatus.WARN, f"rejecting frames: {snap['last_rejection']}"
-        elif new_cb_errors:
-            st.level, st.message = (DiagnosticStatus.WARN,
-                                    f"a callback failed (skipped): {snap['last_callback_error']}")
-        elif new_stale:
-            st.level, st.message = (DiagnosticStatus.WARN,
-                                    f"{new_stale} frame(s) stamped more than {STALE_STAMP_S:g} s away "
-                                    f"from the node's clock (bag without use_sim_time? camera without "
-                                    f"time sync?); left out of the end-to-end latency")
-        elif in_hz >= 1.0 and out_hz < SLOW_FRACTION * in_hz:
-            st.level, st.message = (DiagnosticStatus.WARN,
-                                    f"processing {out_hz:.1f} of {in_hz:.1f} frames/s")
-        elif snap["received"] == 0:
-            st.level, st.message = DiagnosticStatus.OK, f"waiting for images on {self.input_topic}"
-        else:
-            st.level, st.message = DiagnosticStatus.OK, "ok"
-        # counters first: tools that look keys up by substring ("processed") find the counts
-        values = [
-            ("frames received", str(snap["received"])),
-            ("frames processed", str(snap["processed"])),
-            ("frames dropped", str(snap["dropped"])),
-            ("frames rejected", str(snap["rejected"])),
-            ("inference errors", str(snap["inference_errors"])),
-            ("stale stamps", str(snap["stale_stamps"])),
-            ("callback errors", str(snap["callback_errors"])),
-            ("input rate (Hz)", f"{in_hz:.2f}"),
-            ("processed rate (Hz)", f"{out_hz:.2f}"),
-            ("inference latency median (ms)", ms(inf[0] if inf else None)),
-            ("inference latency p95 (ms)", ms(inf[1] if inf else None)),
-            ("end-to-end latency median (ms)", ms(e2e[0] if e2e else None)),
-            ("end-to-end latency p95 (ms)", ms(e2e[1] if e2e else None)),
-            ("lifecycle state", self.lifecycle_state),
-            ("backend", self.segmenter.description),
-            ("tensorrt engine", self.segmenter.engine_note or "not used"),
-            ("device", self.segmenter.device),
-            ("model", self.model_path),
-            ("input topic", self.input_topic),
-            ("last rejection reason", snap["last_rejection"] or "none"),
-            ("last error", snap["last_error"] or "none"),
-            ("last callback error", snap["last_callback_error"] or "none"),
-        ]
+        st.level = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN,
+                    "ERROR": DiagnosticStatus.ERROR}[level]
+        st.message = message
         st.values = [KeyValue(key=k, value=v) for k, v in values]
         return st
 

@@ -1,8 +1,10 @@
 """``seg_node --help``: usage text and documentation tables generated from the node's own tables.
 
 Nothing here creates a ROS context: the text is built from the parameter table
-(:data:`clipseg_ros.node.PARAMETERS`) and the topic table below, so ``seg_node --help`` works on a
-machine with no DDS, no ``ROS_DOMAIN_ID`` and a broken RMW.  The same rows make the parameter
+(:data:`clipseg_ros.node_params.PARAMETERS`; :mod:`clipseg_ros.node_params` holds the table and its
+validation, :mod:`clipseg_ros.node` the node itself, :mod:`clipseg_ros.node_diagnostics` its
+diagnostics statistics) and the topic table below, so ``seg_node --help`` works on a machine with no
+DDS, no ``ROS_DOMAIN_ID`` and a broken RMW.  The same rows make the parameter
 tables of README.md and docs/node.md (``python -m clipseg_ros.node_help --markdown`` prints them;
 a test checks that the documents still match).
 
@@ -197,7 +199,7 @@ def format_help(parameters, topics=TOPICS, width: int = 100) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m clipseg_ros.node_help [--markdown]``: the help text, or the docs' table."""
-    from .node import PARAMETERS
+    from .node_params import PARAMETERS
 
     args = sys.argv[1:] if argv is None else argv
     if "--markdown" in args:

@@ -80,7 +80,7 @@ def _params_section() -> dict:
 
 
 def test_params_yaml_names_only_declared_parameters():
-    from clipseg_ros.node import PARAMETER_NAMES, validate_parameter
+    from clipseg_ros.node_params import PARAMETER_NAMES, validate_parameter
 
     params = _params_section()
     assert params, "no parameters in params.yaml"

@@ -22,7 +22,8 @@ from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from clipseg_ros import image_codec  # noqa: E402
-from clipseg_ros.node import PARAMETER_NAMES, RUNTIME_PARAMETERS, SegNode, StartupError  # noqa: E402
+from clipseg_ros.node import SegNode, StartupError  # noqa: E402
+from clipseg_ros.node_params import PARAMETER_NAMES, RUNTIME_PARAMETERS  # noqa: E402
 from ros_helpers import (  # noqa: E402
     RosHarness, compressed_msg, confidence_of, expected_rgb, image_msg, inconsistent_model, known_model,
     make_header, pattern_image, png_bomb, raw_image_msg, stamp_ns, truncated_copy, wait_for,

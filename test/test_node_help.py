@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("rclpy")
 
 from clipseg_ros import node_help  # noqa: E402
-from clipseg_ros.node import PARAMETERS, _Param  # noqa: E402
+from clipseg_ros.node_params import PARAMETERS, _Param  # noqa: E402
 from ros_helpers import seg_node_command  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
