@@ -16,12 +16,12 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.parameter import Parameter
 
 from . import image_codec
+from .conventions import DEFAULT_MODEL
 
 __all__ = ["DEFAULT_MODEL", "NodeConfig", "PARAMETERS", "PARAMETER_NAMES", "RELIABILITY_NAMES",
            "RUNTIME_PARAMETERS", "validate_parameter"]
 
 #: The package's default model file (used when ``model`` is empty).
-DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.clipseg"
 
 _DEVICE_RE = re.compile(r"auto|cpu|cuda|cuda:\d+")
 #: The accepted values of qos_reliability / output_qos_reliability.
