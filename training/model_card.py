@@ -78,7 +78,8 @@ def _live_lines(live: dict) -> list[str]:
     out = [f"Through the real node (`clipseg-bag-eval live`, bag `{Path(str(bag.get('path'))).name}`): "
            f"{f.get('processed')} of {f.get('sent')} frames processed at {rate.get('achieved_hz') or 0:.1f} Hz "
            f"(input {rate.get('sent_hz') or 0:.1f} Hz), {f.get('dropped')} dropped; end-to-end latency "
-           f"median {lat.get('median_ms', lat.get('median', 0)):.1f} ms, p90 {lat.get('p90_ms', lat.get('p90', 0)):.1f} ms."]
+           f"median {lat.get('median_ms', lat.get('median', 0)):.1f} ms, "
+           f"p90 {lat.get('p90_ms', lat.get('p90', 0)):.1f} ms."]
     if trend:
         out[0] += (f" Over {trend['duration_s']:.0f} s the p95 went from {trend['first_quarter_p95_ms']:.1f} ms "
                    f"(first quarter) to {trend['last_quarter_p95_ms']:.1f} ms (last quarter).")

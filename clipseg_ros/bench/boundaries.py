@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from ..machine import latency_summary, machine_info
 from .catalogue import PACKAGED_DEFAULT
@@ -97,7 +96,8 @@ def evaluate(model: str | Path, bag: str | Path, threads: int = 2, limit: int | 
            "machine": machine_info(threads), "modes": {}}
     for mode in MODES:
         res = cms[mode].to_json_dict(meta.class_names)
-        out["modes"][mode] = {"miou": res["miou"], "per_class_iou": {n: (None if v is None else 100.0 * v) for n, v in zip(res["class_names"], res["iou"])},
+        per_class = {n: (None if v is None else 100.0 * v) for n, v in zip(res["class_names"], res["iou"])}
+        out["modes"][mode] = {"miou": res["miou"], "per_class_iou": per_class,
                               "upsample_argmax_ms": latency_summary(times[mode])}
     return out
 
