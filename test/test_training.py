@@ -111,7 +111,7 @@ def test_two_stages_eval_export_and_runtime(tmp_path, camvid_root):
 
     # export → the runtime's loader reproduces the checkpoint's predictions
     from clipseg_training.export import export_checkpoint
-    from clipseg_training.train import load_checkpoint_network
+    from clipseg_training.checkpoint import load_checkpoint_network
     from clipseg_ros.networks import DeployWrapper
     from clipseg_ros.segmenter import Segmenter
     import cv2

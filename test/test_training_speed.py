@@ -21,7 +21,8 @@ import yaml
 
 from clipseg_training.config import ConfigError, load_config
 from clipseg_training.precision import cpu_supports_bf16, resolve_precision
-from clipseg_training.train import EpochSampler, SeededItems, build_data, main as train_main
+from clipseg_training.sampling import EpochSampler, SeededItems, build_data
+from clipseg_training.train import main as train_main
 
 needs_bf16 = pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no native bf16 (AVX512-BF16/AMX)")
 

@@ -19,6 +19,8 @@ from torch.nn import functional as F
 
 from clipseg_ros.metrics import ConfusionMatrix, format_table, plot_confusion, plot_per_class_iou
 
+from .checkpoint import load_checkpoint_network
+
 
 @torch.no_grad()
 def predict_logits(net, images: torch.Tensor, text=None, flip: bool = False,
@@ -115,8 +117,6 @@ def _load_network(args, device):
         mf = ModelFile(args.model)
         return (mf.build_network().to(device), mf.meta.class_names, mf.meta.mean, mf.meta.std,
                 {"model_file": str(args.model), "provenance": mf.meta.provenance}, None)
-    from .train import load_checkpoint_network
-
     net, ckpt = load_checkpoint_network(args.checkpoint, device)
     cfg = ckpt["config"]
     return (net, ckpt["class_names"], cfg["data"]["mean"], cfg["data"]["std"],

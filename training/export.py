@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checkpoint import load_checkpoint_network
+
 LABEL_AGREEMENT = 0.995
 CONF_TOL = 2e-2
 
@@ -47,8 +49,6 @@ def export_checkpoint(checkpoint, out, input_size=None, onnx: bool = True, compa
                       sample_image=None, verify: bool = True) -> dict:
     """Export and verify; returns the verification report."""
     from clipseg_ros.model_file import save_model_file
-
-    from .train import load_checkpoint_network
 
     net, ckpt = load_checkpoint_network(checkpoint)
     cfg = ckpt["config"]

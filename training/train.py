@@ -9,6 +9,12 @@ warm-up), OHEM losses, periodic validation (mIoU over the whole split), ``best.p
 position inside the epoch's data order are restored, so an interrupted run reproduces an
 uninterrupted one.  Several processes / machines: ``torchrun --nproc_per_node N -m
 clipseg_training.train ...`` (NCCL on GPUs, gloo on CPU).
+
+This module holds the :class:`Trainer` (set-up, the optimisation step, the loop, validation) and
+the CLI.  Checkpoint I/O (atomic writes, the ``best.pt`` / ``last.pt`` payloads, resuming,
+:func:`~clipseg_training.checkpoint.load_checkpoint_network`) lives in
+:mod:`clipseg_training.checkpoint`; the datasets, the resumable sampler and the loaders in
+:mod:`clipseg_training.sampling`; validation uses :func:`clipseg_training.evaluate.evaluate`.
 """
 from __future__ import annotations
 
@@ -20,7 +26,6 @@ import os
 import random
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,50 +33,24 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from clipseg_ros.model_file import current_umask
-
+from .checkpoint import (atomic_torch_save, best_payload, checkpoint_iteration, jsonable, last_payload,
+                         load_network_state, restore_training_state)
 from .config import ConfigError, dump_config, load_config
+from .evaluate import evaluate
+from .export import export_checkpoint
 from .losses import SegmentationCriterion
 from .precision import resolve_precision
+from .sampling import EpochSampler, build_data, make_loader, make_val_loader
 from .stages import TrainModule, build_stage, param_groups, poly_warmup_factor
 
 STAGE_CHOICES = ("baseline", "stage1", "stage2", "both")
 
 
 # --------------------------------------------------------------------------- utilities
-def atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~current_umask())     # as open() would, not mkstemp's 0600
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -80,110 +59,6 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"run.device {name} requested but no CUDA device is available")
     return torch.device(name)
-
-
-class EpochSampler(torch.utils.data.Sampler):
-    """Deterministic shuffled order per (seed, epoch), sharded across ranks, resumable mid-epoch.
-
-    Yields ``(index, item_seed)`` so augmentation randomness depends only on the seed, the epoch
-    and the position, never on worker scheduling: resume and multi-worker loading reproduce it.
-    """
-
-    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
-        self.size, self.batch_size, self.seed, self.rank, self.world = size, batch_size, seed, rank, world
-        self.epoch, self.start_batch = 0, 0
-        self.batches_per_epoch = size // (batch_size * world)
-        if self.batches_per_epoch < 1:
-            raise ValueError(f"{size} training images are fewer than one batch of {batch_size} x {world} ranks")
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def __len__(self) -> int:
-        return (self.batches_per_epoch - self.start_batch) * self.batch_size
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        order = torch.randperm(self.size, generator=g).tolist()
-        per_rank = self.batches_per_epoch * self.batch_size
-        mine = order[self.rank * per_rank:(self.rank + 1) * per_rank]
-        for pos in range(self.start_batch * self.batch_size, per_rank):
-            yield mine[pos], (self.seed, self.epoch, self.rank, pos)
-
-
-class SeededItems(torch.utils.data.Dataset):
-    """Indexes the dataset with ``(index, seed_tuple)``: each item's augmentation uses its own
-    ``numpy.random.Generator`` seeded from that tuple."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, key):
-        idx, seed = key
-        return self.dataset.get_item(idx, rng=np.random.default_rng(list(seed) + [idx]))
-
-
-# --------------------------------------------------------------------------- data
-def build_data(cfg: dict, rank: int, world: int, validate: bool):
-    from .datasets import build_dataset, validate_index
-    from .transforms import eval_preset, train_preset
-
-    d = cfg["data"]
-    common = {"classes_file": d["classes_file"]}
-    train_set = build_dataset(
-        d["dataset"], d["root"], d["train_split"],
-        train_preset(crop_size=tuple(d["crop_size"]), scale_range=tuple(d["scale_range"]),
-                     mean=d["mean"], std=d["std"], cat_max_ratio=d["cat_max_ratio"],
-                     scale_step=d["scale_step"]), **common)
-    val_set = None
-    if d["val_split"]:
-        val_set = build_dataset(d["dataset"], d["root"], d["val_split"],
-                                eval_preset(size=d["eval_size"], mean=d["mean"], std=d["std"]), **common)
-    if d["limit_train"]:
-        train_set.limit(int(d["limit_train"]))
-    if val_set is not None and d["limit_val"]:
-        val_set.limit(int(d["limit_val"]))
-    if validate and d["validate_index"]:
-        validate_index(train_set, progress=cfg["run"]["progress"])
-        if val_set is not None:
-            validate_index(val_set, progress=cfg["run"]["progress"])
-    if d["cache_mb"]:
-        budget = float(d["cache_mb"])
-        for ds in (train_set, val_set):
-            if ds is None:
-                continue
-            info = ds.cache(budget, progress=cfg["run"]["progress"] and rank == 0)
-            budget -= info["mb"]
-            if rank == 0:
-                note = "" if info["cached"] == info["total"] else \
-                    f" (data.cache_mb={d['cache_mb']} reached; the rest is decoded per epoch)"
-                print(f"data cache: {ds.split or ds.name} {info['cached']}/{info['total']} images, "
-                      f"{info['mb']:.0f} MB{note}", flush=True)
-    return train_set, val_set
-
-
-def make_loader(dataset, sampler, batch_size, workers, device):
-    return torch.utils.data.DataLoader(
-        SeededItems(dataset), batch_size=batch_size, sampler=sampler, num_workers=workers,
-        pin_memory=device.type == "cuda", drop_last=True, persistent_workers=False)
-
-
-def collate_same_size(items: list[dict]):
-    """Stack a validation batch when its images share one size; otherwise a list of one-image
-    batches (datasets whose frames differ in size still validate at native resolution)."""
-    default = torch.utils.data.default_collate
-    if len({tuple(i["image"].shape) for i in items}) == 1 and len({tuple(i["label"].shape) for i in items}) == 1:
-        return default(items)
-    return [default([i]) for i in items]
-
-
-def make_val_loader(dataset, rank, world, workers, batch_size=1):
-    indices = list(range(rank, len(dataset), world))
-    return torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size,
-                                       shuffle=False, num_workers=workers, collate_fn=collate_same_size)
 
 
 # --------------------------------------------------------------------------- trainer
@@ -256,16 +131,11 @@ class Trainer:
     # ---- checkpoints
     def _state(self) -> dict:
         self.module.bake_text()
-        return {
-            "format": "clipseg-train-checkpoint", "stage": self.stage, "config": self.cfg,
-            "class_names": self.class_names, "iteration": self.iteration, "total": self.total,
-            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-            "net": _plain_state(self.module.net), "arch": _arch(self.module.net),
-            "prompt_ctx": self.module.prompt.ctx.detach().cpu() if self.module.prompt is not None else None,
-            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-            "rng": rng_state(), "best_miou": self.best_miou, "best_iter": self.best_iter,
-            "history": self.history, "info": self.info, "train_seconds": self.train_seconds,
-        }
+        return last_payload(
+            stage=self.stage, config=self.cfg, class_names=self.class_names, iteration=self.iteration,
+            total=self.total, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch, module=self.module,
+            optimizer=self.optimizer, scaler=self.scaler, best_miou=self.best_miou, best_iter=self.best_iter,
+            history=self.history, info=self.info, train_seconds=self.train_seconds)
 
     def save_last(self):
         if self.main:
@@ -273,20 +143,8 @@ class Trainer:
         self._barrier()
 
     def _load_last(self, path: Path):
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        if ckpt.get("stage") != self.stage:
-            raise ConfigError(f"{path} is a {ckpt.get('stage')} checkpoint, not {self.stage}")
-        self.module.net.load_state_dict(ckpt["net"])
-        self.module.to(memory_format=self.memory_format)
-        if ckpt["prompt_ctx"] is not None:
-            with torch.no_grad():
-                self.module.prompt.ctx.copy_(ckpt["prompt_ctx"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.scaler.is_enabled() and ckpt.get("scaler"):
-            # the loss scale carries over between fp16 runs; a run resumed in another precision
-            # starts a fresh scaler (bf16 and fp32 need none)
-            self.scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
+        ckpt = restore_training_state(path, self.stage, self.module, self.optimizer, self.scaler,
+                                      self.memory_format)
         self.iteration, self.epoch, self.batch_in_epoch = ckpt["iteration"], ckpt["epoch"], ckpt["batch_in_epoch"]
         self.best_miou, self.best_iter = ckpt["best_miou"], ckpt["best_iter"]
         self.history = ckpt["history"]
@@ -302,8 +160,6 @@ class Trainer:
     def validate(self) -> dict | None:
         if self.val_set is None:
             return None
-        from .evaluate import evaluate
-
         self.module.bake_text()
         d = self.cfg["data"]
         loader = make_val_loader(self.val_set, self.rank, self.world, min(2, d["workers"]),
@@ -445,11 +301,8 @@ class Trainer:
         return summary
 
     def _best_payload(self, result):
-        return {"format": "clipseg-train-checkpoint", "stage": self.stage, "config": self.cfg,
-                "class_names": self.class_names, "iteration": self.iteration,
-                "net": _plain_state(self.module.net), "arch": _arch(self.module.net),
-                "prompt_ctx": self.module.prompt.ctx.detach().cpu() if self.module.prompt is not None else None,
-                "val": result, "info": self.info}
+        return best_payload(stage=self.stage, config=self.cfg, class_names=self.class_names,
+                            iteration=self.iteration, module=self.module, val=result, info=self.info)
 
     def _validate_and_keep_best(self, bar, tb):
         result = self.validate()
@@ -466,67 +319,12 @@ class Trainer:
         if miou > self.best_miou:
             self.best_miou, self.best_iter = miou, self.iteration
             if self.main:
-                atomic_torch_save(self._best_payload(_jsonable(result)), self.out_dir / "best.pt")
+                atomic_torch_save(self._best_payload(jsonable(result)), self.out_dir / "best.pt")
         msg = (f"[{self.stage}] iter {self.iteration}/{self.total}  val mIoU {miou:.2f}  "
                f"(best {self.best_miou:.2f} @ {self.best_iter})")
         if self.main:
             (bar.write if bar is not None else print)(msg)
         self._barrier()
-
-
-def _arch(net) -> dict:
-    from clipseg_ros.networks import arch_spec
-
-    return arch_spec(net)
-
-
-def _plain_state(net) -> dict:
-    """The network's state dict as fp32/int CPU tensors in the standard (contiguous) layout,
-    whatever memory format or autocast the training ran in."""
-    return {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-
-
-def _jsonable(result: dict) -> dict:
-    out = {}
-    for k, v in result.items():
-        if isinstance(v, np.ndarray):
-            out[k] = v.tolist()
-        elif isinstance(v, (np.floating, np.integer)):
-            out[k] = v.item()
-        else:
-            out[k] = v
-    return out
-
-
-# --------------------------------------------------------------------------- checkpoints → networks
-def load_checkpoint_network(path, device="cpu"):
-    """The trained network (eval mode, T baked in) and the checkpoint dict."""
-    from clipseg_ros.networks import create_model
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "clipseg-train-checkpoint":
-        raise ValueError(f"{path} is not a clipseg training checkpoint")
-    cfg = ckpt["config"]
-    state = ckpt["net"]
-    if ckpt.get("arch"):
-        from clipseg_ros.networks import build_from_spec
-
-        net = build_from_spec(ckpt["arch"])
-    else:  # checkpoints written before the architecture was stored: read it off the keys
-        text_dim = None
-        if "text_guidance.text_embeddings" in state:
-            text_dim = int(state["text_guidance.text_embeddings"].shape[1])
-        net = create_model(cfg["model"]["name"], len(ckpt["class_names"]), text_dim,
-                           detail_head="detail.conv_out.weight" in state,
-                           aux_heads="aux16.conv_out.weight" in state)
-    net.load_state_dict(state)
-    return net.to(device).eval(), ckpt
 
 
 # --------------------------------------------------------------------------- entry point
@@ -558,7 +356,7 @@ def train(cfg: dict, stage: str, resume: bool = False, argv=None) -> dict:
             if not init_path.is_file():
                 raise FileNotFoundError(f"stage 2 starts from a stage-1 checkpoint; not found: {init_path} "
                                         f"(run --stage stage1 first or set stage2.init)")
-            init_state = torch.load(init_path, map_location="cpu", weights_only=False)["net"]
+            init_state = load_network_state(init_path)
         trainer.setup(train_set, val_set, init_state)
         summaries[st] = trainer.run()
     return summaries
@@ -567,7 +365,7 @@ def train(cfg: dict, stage: str, resume: bool = False, argv=None) -> dict:
 def _finished(last: Path, total: int) -> bool:
     if not last.is_file():
         return False
-    return torch.load(last, map_location="cpu", weights_only=False).get("iteration", -1) >= total
+    return checkpoint_iteration(last) >= total
 
 
 def _check_class_count(cfg: dict, train_set) -> None:
@@ -637,7 +435,6 @@ def main(argv=None) -> int:
         print(f"[{st}] best val mIoU {s['best_miou']:.2f} at iteration {s['best_iteration']} "
               f"({s['train_seconds']:.0f} s)")
     if args.export and int(os.environ.get("RANK", "0")) == 0:
-        from .export import export_checkpoint
         last_stage = list(summaries)[-1]
         export_checkpoint(Path(cfg["run"]["out_dir"]) / last_stage / "best.pt", args.export)
     return 0

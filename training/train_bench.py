@@ -71,7 +71,8 @@ class _Variant:
     """One Trainer and its endless loader."""
 
     def __init__(self, cfg, v, train_set, out_dir: Path):
-        from .train import Trainer, make_loader
+        from .sampling import make_loader
+        from .train import Trainer
 
         self.v = v
         self.trainer = Trainer(cfg, "stage1" if cfg["model"]["guidance"] else "baseline", out_dir, False)
@@ -142,7 +143,7 @@ def run_step_bench(args) -> dict:
     from clipseg_ros.machine import machine_info
 
     from .config import load_config
-    from .train import build_data
+    from .sampling import build_data
 
     variants = parse_variants(args.variants)
     threads = args.threads or torch.get_num_threads()

@@ -9,7 +9,7 @@ than per-op tensor conversions.
 Randomness
 ----------
 Random transforms draw only from a ``numpy.random.Generator``: the one passed as ``rng`` (the
-trainer passes one seeded per item, see ``clipseg_training.train.SeededItems``), otherwise the
+trainer passes one seeded per item, see ``clipseg_training.sampling.SeededItems``), otherwise the
 process-wide generator from :func:`default_rng`.  That generator is seeded from
 ``torch.initial_seed()``, which a ``DataLoader`` sets per worker (``base_seed + worker_id``);
 pass :func:`seed_worker` as ``worker_init_fn`` (and a seeded ``generator=`` to the loader) to make
