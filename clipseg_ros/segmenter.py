@@ -22,6 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import devices
+from .devices import cuda_available as _cuda_available
 from .model_file import ONNX_INPUT, ONNX_OUTPUTS, ModelFile, ModelFileError
 
 BACKENDS = ("auto", "torch", "onnxruntime")
@@ -39,26 +41,6 @@ class SegmentationResult:
     timings: dict = field(default_factory=dict)   # preprocess / inference / postprocess, seconds
 
 
-def _nvidia_driver_present() -> bool:
-    """Cheap check (no torch import) whether an NVIDIA GPU can exist here: the driver's device
-    nodes (desktop/server) or the Tegra ones (Jetson).  Only Linux is checked; elsewhere, True."""
-    if not sys.platform.startswith("linux"):
-        return True
-    return (os.path.exists("/proc/driver/nvidia") or os.path.exists("/dev/nvidia0")
-            or os.path.exists("/dev/nvhost-ctrl") or os.path.exists("/dev/nvgpu"))
-
-
-def _cuda_available() -> bool:
-    # Importing torch costs hundreds of MB of RSS and seconds of start-up: skip it where no GPU can be.
-    if "torch" not in sys.modules and not _nvidia_driver_present():
-        return False
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
-
-
 def _torch_installed() -> bool:
     import importlib.util
 
@@ -66,26 +48,12 @@ def _torch_installed() -> bool:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when a GPU is visible to PyTorch (or ONNX Runtime), else ``cpu``."""
-    dev = (device or "auto").strip().lower()
-    if dev == "auto":
-        if _cuda_available():
-            return "cuda:0"
-        try:
-            import onnxruntime as ort
-
-            if "CUDAExecutionProvider" in ort.get_available_providers():
-                return "cuda:0"
-        except ImportError:
-            pass
-        return "cpu"
-    if dev == "cpu":
-        return "cpu"
-    if dev == "cuda":
-        return "cuda:0"
-    if dev.startswith("cuda:") and dev[5:].isdigit():
-        return dev
-    raise SegmenterConfigError(f"device {device!r} is not one of auto, cpu, cuda, cuda:N")
+    """``auto`` -> ``cuda:0`` when PyTorch or ONNX Runtime sees a GPU, else ``cpu`` (see
+    :func:`clipseg_ros.devices.resolve_device`); an unknown name is a SegmenterConfigError."""
+    try:
+        return devices.resolve_device(device)
+    except devices.DeviceError as exc:
+        raise SegmenterConfigError(str(exc)) from None
 
 
 class TorchBackend:

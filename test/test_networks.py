@@ -361,7 +361,7 @@ def test_cpu_onnxruntime_segmenter_does_not_import_torch(tmp_path):
     import subprocess
     import sys
 
-    from clipseg_ros.segmenter import _nvidia_driver_present
+    from clipseg_ros.devices import nvidia_driver_present as _nvidia_driver_present
 
     if _nvidia_driver_present():
         pytest.skip("an NVIDIA driver is present: auto may rightly probe CUDA through torch")

@@ -15,6 +15,8 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+
+from clipseg_ros import devices
 from torch.nn import functional as F
 
 from clipseg_ros.metrics import ConfusionMatrix, format_table, plot_confusion, plot_per_class_iou
@@ -153,7 +155,7 @@ def main(argv=None) -> int:
     if args.ablate_text and args.model:
         parser.error(f"--ablate-text works on training checkpoints (--checkpoint), not on the model file {args.model}")
     try:
-        device = torch.device(_resolve_device(args.device))
+        device = torch.device(devices.resolve_device(args.device, onnxruntime=False))
         net, class_names, mean, std, source, ckpt_cfg = _load_network(args, device)
         cfg = load_config(args.config or ckpt_cfg, args.overrides)
         d = cfg["data"]
@@ -188,12 +190,6 @@ def main(argv=None) -> int:
     print(format_table(result, class_names))
     print(f"mIoU {result['miou']:.2f}  pixel acc {result['pixel_accuracy']:.2f}  -> {out}")
     return 0
-
-
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from clipseg_ros import devices
+
 from .checkpoint import (atomic_torch_save, best_payload, checkpoint_iteration, jsonable, last_payload,
                          load_network_state, restore_training_state)
 from .config import ConfigError, dump_config, load_config
@@ -54,11 +56,14 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    """``run.device`` as a torch device (see :func:`clipseg_ros.devices.resolve_device`)."""
+    try:
+        dev = devices.resolve_device(name, local_rank, onnxruntime=False)
+    except devices.DeviceError as exc:
+        raise ConfigError(f"run.device: {exc}") from None
+    if dev.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"run.device {name} requested but no CUDA device is available")
-    return torch.device(name)
+    return torch.device(dev)
 
 
 # --------------------------------------------------------------------------- trainer
