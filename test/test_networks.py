@@ -455,3 +455,12 @@ def test_deploy_state_dict_drops_exactly_the_training_only_heads(name):
     assert set(deploy_network(net).state_dict()) == want
     if not name.startswith("lraspp"):
         assert want != full and net.TRAINING_ONLY == ("aux16", "aux32", "detail")
+
+
+def test_pretrained_file_errors_name_the_file(tmp_path):
+    # One reader (networks.pretrained) for both backbones; the messages keep naming the file.
+    missing = tmp_path / "nowhere.pth"
+    with pytest.raises(FileNotFoundError, match="MobileNetV2 ImageNet weights not found: .*nowhere.pth"):
+        create_model("mobilenetv2", 3, None, pretrained=str(missing))
+    with pytest.raises(FileNotFoundError, match="STDC pretrained weights not found: .*nowhere.pth"):
+        create_model("stdc1", 3, None, pretrained=str(missing))
