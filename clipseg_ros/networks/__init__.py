@@ -9,7 +9,7 @@ from __future__ import annotations
 from .deploy import DeployWrapper, inference_network
 from .lraspp import LRASPPSegmenter
 from .mobilenetv2 import MobileNetV2Backbone
-from .segmentor import ContextPathSegmenter, HeadWidths
+from .context_path import ContextPathSegmenter, HeadWidths
 from .stdc import STDCNet, load_stdc_pretrained, map_stdc_state_dict, stdc1, stdc2
 from .text_guidance import TextGuidance
 
