@@ -334,14 +334,13 @@ class ModelFile:
 
 
 def deploy_network(network):
-    """A copy of ``network`` without training-only heads, in eval mode (same weights)."""
-    from .networks import arch_spec, build_from_spec
+    """A copy of ``network`` without training-only heads, in eval mode (same weights).
 
-    spec = dict(arch_spec(network), detail_head=False, aux_heads=False)
-    deploy = build_from_spec(spec)
-    state = {k: v for k, v in network.state_dict().items()
-             if not k.startswith(("aux16.", "aux32.", "detail."))}
-    deploy.load_state_dict(state, strict=True)
+    The network says what is training-only (``deploy_spec`` / ``network.deploy_state_dict()``)."""
+    from .networks import build_from_spec, deploy_spec
+
+    deploy = build_from_spec(deploy_spec(network))
+    deploy.load_state_dict(network.deploy_state_dict(), strict=True)
     return deploy.eval()
 
 

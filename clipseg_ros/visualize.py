@@ -14,6 +14,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+# The dataset label sets live in label_sets; re-exported here for existing callers.
+from .label_sets import CAMVID_CLASSES, CAMVID_PALETTE, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+
 __all__ = [
     "CAMVID_CLASSES",
     "CAMVID_PALETTE",
@@ -31,48 +34,6 @@ __all__ = [
 
 #: Label value meaning "ignored / void"; always drawn with the ignore color.
 IGNORE_LABEL = 255
-
-#: The 11 CamVid classes of the SegNet benchmark, in label order.
-CAMVID_CLASSES = (
-    "Sky", "Building", "Pole", "Road", "Pavement", "Tree",
-    "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist",
-)
-#: The standard SegNet CamVid colors (RGB), one row per class of :data:`CAMVID_CLASSES`.
-CAMVID_PALETTE = np.array(
-    [
-        (128, 128, 128),  # Sky
-        (128, 0, 0),      # Building
-        (192, 192, 128),  # Pole
-        (128, 64, 128),   # Road
-        (60, 40, 222),    # Pavement
-        (128, 128, 0),    # Tree
-        (192, 128, 128),  # SignSymbol
-        (64, 64, 128),    # Fence
-        (64, 0, 128),     # Car
-        (64, 64, 0),      # Pedestrian
-        (0, 128, 192),    # Bicyclist
-    ],
-    dtype=np.uint8,
-)
-CAMVID_PALETTE.setflags(write=False)
-
-#: The 19 Cityscapes evaluation classes, in train-id order.
-CITYSCAPES_CLASSES = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
-    "motorcycle", "bicycle",
-)
-#: The Cityscapes colors (RGB) for the 19 train ids.
-CITYSCAPES_PALETTE = np.array(
-    [
-        (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-        (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-        (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70),
-        (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
-    ],
-    dtype=np.uint8,
-)
-CITYSCAPES_PALETTE.setflags(write=False)
 
 
 def _voc_color(i: int) -> tuple[int, int, int]:

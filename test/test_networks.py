@@ -439,3 +439,28 @@ def test_folded_text_guidance_is_exact_and_cheaper(arch, text_dim):
         want = F.interpolate(net(img.permute(0, 3, 1, 2).float())["logits"], size=(96, 128),
                              mode="bilinear", align_corners=False).argmax(1)
     assert (labels.long() == want).float().mean() > 0.999
+
+
+@pytest.mark.parametrize("name", ["stdc1", "mobilenetv2", "lraspp_mobilenetv2"])
+def test_deploy_state_dict_drops_exactly_the_training_only_heads(name):
+    # The networks own what is training-only; the deployed keys are the full keys minus the
+    # auxiliary and detail heads (the literal filter model_file used before the move).
+    from clipseg_ros.model_file import deploy_network
+
+    text_dim = None if name.startswith("lraspp") else 16
+    net = create_model(name, 5, text_dim)
+    full = set(net.state_dict())
+    want = {k for k in full if not k.startswith(("aux16.", "aux32.", "detail."))}
+    assert set(net.deploy_state_dict()) == want
+    assert set(deploy_network(net).state_dict()) == want
+    if not name.startswith("lraspp"):
+        assert want != full and net.TRAINING_ONLY == ("aux16", "aux32", "detail")
+
+
+def test_pretrained_file_errors_name_the_file(tmp_path):
+    # One reader (networks.pretrained) for both backbones; the messages keep naming the file.
+    missing = tmp_path / "nowhere.pth"
+    with pytest.raises(FileNotFoundError, match="MobileNetV2 ImageNet weights not found: .*nowhere.pth"):
+        create_model("mobilenetv2", 3, None, pretrained=str(missing))
+    with pytest.raises(FileNotFoundError, match="STDC pretrained weights not found: .*nowhere.pth"):
+        create_model("stdc1", 3, None, pretrained=str(missing))

@@ -25,36 +25,11 @@ import numpy as np
 import torch
 
 from clipseg_ros.conventions import IGNORE_INDEX
-
-CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
-                  "Pedestrian", "Bicyclist")
-
-CITYSCAPES_CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
-                      "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck",
-                      "bus", "train", "motorcycle", "bicycle")
+from clipseg_ros.label_sets import ADE20K_CLASSES, CAMVID_CLASSES, CITYSCAPES_CLASSES
 
 # Cityscapes labelIds -> trainIds (every other id -> ignore), for trees without *_labelTrainIds.png.
 CITYSCAPES_ID_TO_TRAINID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
                             24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
-
-ADE20K_CLASSES = (
-    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",
-    "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair",
-    "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair",
-    "seat", "fence", "desk", "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box",
-    "column", "signboard", "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace",
-    "refrigerator", "grandstand", "path", "stairs", "runway", "case", "pool table", "pillow",
-    "screen door", "stairway", "river", "bridge", "bookcase", "blind", "coffee table", "toilet",
-    "flower", "book", "hill", "bench", "countertop", "stove", "palm", "kitchen island", "computer",
-    "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus", "towel", "light", "truck", "tower",
-    "chandelier", "awning", "streetlight", "booth", "television receiver", "airplane", "dirt track",
-    "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet", "poster",
-    "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything",
-    "swimming pool", "stool", "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle",
-    "oven", "ball", "food", "step", "tank", "trade name", "microwave", "pot", "animal", "bicycle",
-    "lake", "dishwasher", "screen", "blanket", "sculpture", "hood", "sconce", "vase", "traffic light",
-    "tray", "ashcan", "fan", "pier", "crt screen", "plate", "monitor", "bulletin board", "shower",
-    "radiator", "glass", "clock", "flag")
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 _LUT_SIZE = 65536

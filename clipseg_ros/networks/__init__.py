@@ -9,7 +9,7 @@ from __future__ import annotations
 from .deploy import DeployWrapper, inference_network
 from .lraspp import LRASPPSegmenter
 from .mobilenetv2 import MobileNetV2Backbone
-from .segmentor import ContextPathSegmenter, HeadWidths
+from .context_path import ContextPathSegmenter, HeadWidths
 from .stdc import STDCNet, load_stdc_pretrained, map_stdc_state_dict, stdc1, stdc2
 from .text_guidance import TextGuidance
 
@@ -86,6 +86,11 @@ def arch_spec(model: ContextPathSegmenter) -> dict:
     return spec
 
 
+def deploy_spec(model) -> dict:
+    """``arch_spec(model)`` for the deployed network: built without the training-only heads."""
+    return dict(arch_spec(model), detail_head=False, aux_heads=False)
+
+
 _SPEC_KEYS = {"name", "num_classes", "text_dim", "detail_head", "aux_heads", "feat32_channels", "text_proj"}
 
 
@@ -108,6 +113,6 @@ __all__ = [
     "ALL_ARCHITECTURES", "ARCHITECTURES", "PEER_ARCHITECTURES", "ContextPathSegmenter", "DeployWrapper",
     "HeadWidths", "MobileNetV2Backbone",
     "inference_network", "LRASPPSegmenter",
-    "STDCNet", "TextGuidance", "arch_spec", "build_from_spec", "create_model", "load_stdc_pretrained",
+    "STDCNet", "TextGuidance", "arch_spec", "build_from_spec", "create_model", "deploy_spec", "load_stdc_pretrained",
     "map_stdc_state_dict",
 ]

@@ -65,3 +65,19 @@ class SegHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_out(self.conv(x))
+
+
+class TrainingOnlyHeads:
+    """Mixin for segmenters: which child modules exist only for training, and the state dict of
+    the deployed network (without them).
+
+    ``TRAINING_ONLY`` names the attributes (child modules) that the exported network is built
+    without; :meth:`deploy_state_dict` drops their parameters and buffers.
+    """
+
+    TRAINING_ONLY: tuple[str, ...] = ()
+
+    def deploy_state_dict(self) -> dict:
+        """``state_dict()`` without the entries of the :attr:`TRAINING_ONLY` modules."""
+        prefixes = tuple(f"{name}." for name in self.TRAINING_ONLY)
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(prefixes)}

@@ -12,8 +12,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .layers import TrainingOnlyHeads
 
-class LRASPPSegmenter(nn.Module):
+
+class LRASPPSegmenter(TrainingOnlyHeads, nn.Module):
+    TRAINING_ONLY = ()  # no training-only heads
+
     def __init__(self, backbone: nn.Module, num_classes: int, inter_channels: int = 128):
         super().__init__()
         from torchvision.models.segmentation.lraspp import LRASPPHead

@@ -15,6 +15,9 @@ import os
 import torch
 from torch import nn
 
+from .pretrained import load_weights_file
+
+
 class MobileNetV2Backbone(nn.Module):
     def __init__(self, out32: int | None = None):
         super().__init__()
@@ -47,13 +50,7 @@ class MobileNetV2Backbone(nn.Module):
 
             state = MobileNet_V2_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
         else:
-            path = os.fspath(source)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"MobileNetV2 ImageNet weights not found: {path}")
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as exc:  # truncated or not a torch file
-                raise ValueError(f"cannot read MobileNetV2 weights from {path}: {exc}") from exc
+            state = load_weights_file(source, "MobileNetV2", "MobileNetV2 ImageNet weights")
         mapped = {}
         for key, value in state.items():
             if not key.startswith("features."):

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .layers import ConvBNReLU
+from .pretrained import load_weights_file
 
 
 class STDCModule(nn.Module):
@@ -176,12 +177,7 @@ def load_stdc_pretrained(backbone: STDCNet, source, layers: tuple[int, ...], nam
         where = url
     else:
         where = os.fspath(source)
-        if not os.path.isfile(where):
-            raise FileNotFoundError(f"STDC pretrained weights not found: {where}")
-        try:
-            state = torch.load(where, map_location="cpu", weights_only=True)
-        except Exception as exc:  # truncated, or not a torch file
-            raise ValueError(f"cannot read STDC weights from {where}: {exc}") from exc
+        state = load_weights_file(where, "STDC", "STDC pretrained weights")
     if isinstance(state, dict):
         for key in ("state_dict", "model"):
             if isinstance(state.get(key), dict):

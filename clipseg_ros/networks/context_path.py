@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .layers import AttentionRefinementModule, ConvBNReLU, FeatureFusionModule, SegHead
+from .layers import AttentionRefinementModule, ConvBNReLU, FeatureFusionModule, SegHead, TrainingOnlyHeads
 from .text_guidance import TextGuidance
 
 
@@ -24,13 +24,16 @@ class HeadWidths:
     aux_mid: int = 64      # auxiliary / detail head hidden width
 
 
-class ContextPathSegmenter(nn.Module):
+class ContextPathSegmenter(TrainingOnlyHeads, nn.Module):
     """Backbone (1/8, 1/16, 1/32 features) + context path + FFM + FCN head.
 
     ``forward`` returns a dict: ``logits`` (1/8 scale) always; in training mode also ``aux16``,
     ``aux32`` (auxiliary heads on the ARM outputs), ``detail`` (1/8 boundary logits, when the
     detail head is enabled) and ``score_map`` (1/32, when guided).
     """
+
+    #: The auxiliary and detail heads are training-only: the exported network is built without them.
+    TRAINING_ONLY = ("aux16", "aux32", "detail")
 
     def __init__(self, backbone: nn.Module, num_classes: int, text_dim: int | None = None,
                  widths: HeadWidths | None = None, detail_head: bool = True,
