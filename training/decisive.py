@@ -20,12 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from clipseg_ros.atomic_files import atomic_write_text
 
 from .runner import run_matrix
 
@@ -183,9 +184,7 @@ def report(rows, root: Path, out_dir: Path, commit: str | None = None) -> dict:
               "paired": {r.name: paired(data, r.name) for r in rows if r.name != REFERENCE},
               "authors": AUTHORS}
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / ".results.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out_dir / "results.json")
+    atomic_write_text(out_dir / "results.json", json.dumps(result, indent=2))
     (out_dir / "results.md").write_text(format_markdown(result))
     _plot(data, out_dir / "guided_minus_baseline.png")
     return result
