@@ -24,14 +24,14 @@ Also here: :func:`remap_labels` (dataset label ids -> model classes via a lookup
 """
 from __future__ import annotations
 
+import io
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from .atomic_files import atomic_write_bytes
 from .conventions import IGNORE_INDEX
 
 __all__ = [
@@ -226,21 +226,12 @@ def format_table(result: dict, class_names: Sequence[str]) -> str:
 
 
 def _save_figure(fig, path) -> Path:
-    """Write ``fig`` as PNG atomically (temporary file in the same folder + ``os.replace``)."""
+    """Write ``fig`` as PNG atomically (:func:`clipseg_ros.atomic_files.atomic_write_bytes`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def _figure(figsize, dpi=100):

@@ -76,3 +76,32 @@ def test_runner_and_report_on_real_runs(tmp_path, monkeypatch):
     assert (out / "guided_minus_baseline.png").stat().st_size > 5000
     md = (out / "results.md").read_text()
     assert "abc123" in md and "authors' logs" in md
+
+
+def test_run_skips_finished_runs_and_seeds_beyond_a_rows_count(tmp_path, capsys):
+    """Every run finished on disk: nothing is trained; the control row stops at its seed count."""
+    from clipseg_training.decisive import ROWS, run_dir
+
+    seeds = [0, 1, 2, 3]
+    for row in ROWS:
+        for seed in seeds:
+            marker = run_dir(tmp_path, row, seed) / row.stage / "summary.json"
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text("{}")
+    assert decisive_main(["run", "--root", str(tmp_path), "--seeds", *map(str, seeds)]) == 0
+    out = capsys.readouterr().out
+    assert "clipseg-train" not in out
+    assert out.count(": done") == 2 * 4 + 3                    # random runs on 3 seeds only
+    assert "[decisive] random seed 3" not in out
+
+
+def test_run_stops_on_a_failing_run_with_its_exit_code(tmp_path, capfd):
+    """A real clipseg-train that fails (its data folder does not exist) stops the loop."""
+    root = tmp_path / "runs"
+    rc = decisive_main(["run", "--root", str(root), "--rows", "baseline", "random", "--seeds", "0",
+                        "--override", f"data.root={tmp_path / 'missing'}", "--override", "data.dataset=folder"])
+    assert rc != 0
+    out = capfd.readouterr().out
+    assert f"[decisive] baseline seed 0 stopped with exit code {rc}; rerun the same command to continue" in out
+    assert "[decisive] random seed 0" not in out                # the loop stopped
+    assert "--out " + str(root / "baseline" / "seed0") in out    # the builder passes --out

@@ -122,7 +122,7 @@ def test_control_row_starts_from_the_minilm_stage1(tmp_path):
     assert "--stage" in cmd and cmd[cmd.index("--stage") + 1] == "stage2"
     assert "stage2.learn_prompts=false" in cmd
     assert f"stage2.init={tmp_path / 'minilm' / 'seed2' / 'stage1' / 'best.pt'}" in cmd
-    assert cmd[cmd.index("--out-dir") + 1] == str(tmp_path / "minilm-ctl" / "seed2")
+    assert cmd[cmd.index("--out") + 1] == str(tmp_path / "minilm-ctl" / "seed2")
 
 
 def test_embedding_similarity_of_the_bundled_minilm():
@@ -148,3 +148,57 @@ def test_shuffled_text_column_reads_the_cached_evaluation(root, tmp_path):
     assert all(r["miou_text_shuffled"] is None for r in data["baseline"]["runs"])
     assert "| stage1-clip_rn50 | 0 | 62.00 | 61.75 | -0.25 | – |" in (out / "results_table.md").read_text()
     assert runs[0]["miou_score_map"] is None
+
+
+def _py(code: str) -> list[str]:
+    """A real command the runner resolves next to the interpreter (``<venv>/bin/python``)."""
+    return ["python", "-c", code]
+
+
+def test_run_matrix_stops_at_the_first_failure_with_its_exit_code(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from clipseg_training.runner import run_matrix
+
+    rows = [SimpleNamespace(name="a"), SimpleNamespace(name="b")]
+    log = tmp_path / "log.txt"
+
+    def command(row, seed):
+        if (row.name, seed) == ("b", 0):
+            return _py("import sys; sys.exit(3)")
+        return _py(f"import sys; open({str(log)!r}, 'a').write('{row.name}{seed} ' + sys.argv[-1] + chr(10))")
+
+    assert run_matrix(rows, [0, 1], tag="t", command=command, finished=lambda r, s: False) == 3
+    assert log.read_text().splitlines() == ["a0 --resume"]          # b0 failed, seed 1 never started
+    out = capsys.readouterr().out
+    assert "[t] b seed 0 stopped with exit code 3; rerun the same command to continue" in out
+
+
+def test_run_matrix_skips_finished_and_shared_runs(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from clipseg_training.runner import run_matrix
+
+    rows = [SimpleNamespace(name="one", key="k"), SimpleNamespace(name="two", key="k"),
+            SimpleNamespace(name="other", key="o")]
+    log = tmp_path / "log.txt"
+    command = lambda row, seed: _py(f"open({str(log)!r}, 'a').write('{row.name}{seed}' + chr(10))")  # noqa: E731
+    rc = run_matrix(rows, [0, 1], tag="t", command=command,
+                    finished=lambda r, s: (r.name, s) == ("other", 1),
+                    run_key=lambda r, s: (r.key, s))
+    assert rc == 0
+    assert log.read_text().splitlines() == ["one0", "other0", "one1"]   # "two" shares one's run
+    out = capsys.readouterr().out
+    assert "[t] two seed 0: done" in out and "[t] other seed 1: done" in out
+
+
+def test_run_skips_rows_whose_runs_are_finished_on_disk(tmp_path, capsys):
+    rows = [r for r in ex.ROWS if r.name in ("baseline", "stage1-minilm", "stage2-minilm")]
+    for seed in (0, 1):
+        for row in rows:
+            marker = ex.run_dir(tmp_path, row, seed) / row.report_stage / "summary.json"
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text("{}")
+    assert ex.main(["run", "--root", str(tmp_path), "--rows", *[r.name for r in rows], "--seeds", "0", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(": done") == 6 and "clipseg-train" not in out

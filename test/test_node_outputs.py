@@ -1,4 +1,4 @@
-"""seg_node's derived outputs, through the real node with real messages (issue 16, parts 1-3):
+"""seg_node's derived outputs, through the real node with real messages:
 ``~/camera_info`` from the camera's camera_info, ``~/labels/compressed`` (lossless PNG), and the
 class groups ``~/groups`` / ``~/groups/color`` from a ``label_groups`` file.
 

@@ -122,7 +122,7 @@ def test_bad_parameter_at_start_exits_nonzero(model, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
-# robustness (issue 14): a node process measured from outside
+# robustness: a node process measured from outside
 # ------------------------------------------------------------------------------------------------
 
 class NodeProc:
@@ -264,7 +264,7 @@ def test_malformed_set_parameters_request_does_not_stop_the_node(ros, model, tmp
 
 
 # ------------------------------------------------------------------------------------------------
-# large images over shared memory (issue 14): the DDS setting of the tests, and config/'s profile
+# large images over shared memory: the DDS setting of the tests, and config/'s profile
 # ------------------------------------------------------------------------------------------------
 
 ROAD = (128, 64, 128)     # the CamVid road colour: 0x80 sits at byte -60 of an rgb8 image of it

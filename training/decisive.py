@@ -20,14 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import shlex
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from clipseg_ros.atomic_files import atomic_write_text
+
+from .runner import run_matrix
 
 CAMVID_TRAIN_IMAGES = 367
 SCORING = "mean of the last two validation evaluations (val mIoU, %)"
@@ -79,7 +80,7 @@ def run_dir(root: Path, row: Row, seed: int) -> Path:
 
 def command(row: Row, seed: int, root: Path, extra: list[str]) -> list[str]:
     return ["clipseg-train", str(_config_path(row)), "--stage", row.stage, "--seed",
-            str(seed), "--out-dir", str(run_dir(root, row, seed)), *extra]
+            str(seed), "--out", str(run_dir(root, row, seed)), *extra]
 
 
 def _config_path(row: Row) -> Path:
@@ -94,22 +95,10 @@ def finished(row: Row, seed: int, root: Path) -> bool:
 
 
 def run(rows, seeds, root: Path, extra: list[str]) -> int:
-    for seed in seeds:
-        for row in rows:
-            if seed >= row.max_seeds:
-                continue
-            if finished(row, seed, root):
-                print(f"[decisive] {row.name} seed {seed}: done", flush=True)
-                continue
-            cmd = command(row, seed, root, extra) + ["--resume"]
-            print(f"[decisive] {row.name} seed {seed}: {shlex.join(cmd)}", flush=True)
-            exe = Path(sys.executable).parent / "clipseg-train"
-            res = subprocess.run([str(exe)] + cmd[1:])
-            if res.returncode != 0:
-                print(f"[decisive] {row.name} seed {seed} stopped with exit code {res.returncode}; "
-                      f"rerun the same command to continue", flush=True)
-                return res.returncode
-    return 0
+    return run_matrix(rows, seeds, tag="decisive",
+                      command=lambda row, seed: command(row, seed, root, extra),
+                      finished=lambda row, seed: finished(row, seed, root),
+                      applies=lambda row, seed: seed < row.max_seeds)
 
 
 def history(stage_dir: Path) -> list[tuple[int, float]]:
@@ -195,9 +184,7 @@ def report(rows, root: Path, out_dir: Path, commit: str | None = None) -> dict:
               "paired": {r.name: paired(data, r.name) for r in rows if r.name != REFERENCE},
               "authors": AUTHORS}
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / ".results.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out_dir / "results.json")
+    atomic_write_text(out_dir / "results.json", json.dumps(result, indent=2))
     (out_dir / "results.md").write_text(format_markdown(result))
     _plot(data, out_dir / "guided_minus_baseline.png")
     return result

@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .runner import run_matrix
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 #: how this (13-epoch) experiment scores a run; the decisive experiment scores differently
@@ -83,7 +84,7 @@ def stage1_dir(root: Path, row: Row, seed: int) -> Path:
 def command(row: Row, seed: int, root: Path, extra: list[str]) -> list[str]:
     init = [f"stage2.init={stage1_dir(root, row, seed) / 'best.pt'}"] if row.init_from else []
     return ["clipseg-train", str(Path("training/configs") / row.config), "--stage", row.stage,
-            "--seed", str(seed), "--out-dir", str(run_dir(root, row, seed)), *row.overrides, *init, *extra]
+            "--seed", str(seed), "--out", str(run_dir(root, row, seed)), *row.overrides, *init, *extra]
 
 
 def finished(row: Row, seed: int, root: Path) -> bool:
@@ -91,23 +92,11 @@ def finished(row: Row, seed: int, root: Path) -> bool:
 
 
 def run(rows, seeds, root: Path, extra: list[str]) -> int:
-    done_dirs = set()
-    for seed in seeds:
-        for row in rows:
-            d = run_dir(root, row, seed)
-            if finished(row, seed, root) or (d, row.stage) in done_dirs:
-                print(f"[experiments] {row.name} seed {seed}: done", flush=True)
-                continue
-            cmd = command(row, seed, root, extra) + ["--resume"]
-            print(f"[experiments] {row.name} seed {seed}: {shlex.join(cmd)}", flush=True)
-            exe = Path(sys.executable).parent / "clipseg-train"
-            res = subprocess.run([str(exe)] + cmd[1:])
-            if res.returncode != 0:
-                print(f"[experiments] {row.name} seed {seed} stopped with exit code {res.returncode}; "
-                      f"rerun the same command to continue", flush=True)
-                return res.returncode
-            done_dirs.add((d, row.stage))
-    return 0
+    # the two MiniLM rows share one run directory and stage: one run serves both
+    return run_matrix(rows, seeds, tag="experiments",
+                      command=lambda row, seed: command(row, seed, root, extra),
+                      finished=lambda row, seed: finished(row, seed, root),
+                      run_key=lambda row, seed: (run_dir(root, row, seed), row.stage))
 
 
 def active_seconds(log_csv: Path, wall: float) -> float:

@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from clipseg_ros.atomic_files import atomic_write_text
+
 LICENCE = """\
 - **Training data**: CamVid (Brostow et al., PRL 2009), the SegNet tutorial's 480×360 copy: the
   train split (367 images) for training and the val split (101) for model selection. Its licence
@@ -196,9 +198,7 @@ def main(argv=None) -> int:
     text = render(a.model, load(a.bench), load(a.live), load(a.results), a.command, a.speed_note,
                   a.limit)
     out = a.out or a.model.with_suffix(".md")
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    atomic_write_text(out, text)
     print(f"wrote {out}")
     return 0
 

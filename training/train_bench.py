@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from clipseg_ros.atomic_files import atomic_write_text
 
 DEFAULT_CONFIG = "training/configs/camvid-mobilenetv2-stage1-clip_rn50-240x320.yaml"
 DEFAULT_VARIANTS = "fp32:contiguous,fp32:channels_last,bf16:contiguous,bf16:channels_last"
@@ -298,9 +299,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = "train_whole" if args.whole_run else "train_bench"
-    tmp = out / f".{name}.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out / f"{name}.json")
+    atomic_write_text(out / f"{name}.json", json.dumps(result, indent=2))
     md = format_markdown(result)
     (out / f"{name}.md").write_text(md)
     print(md)

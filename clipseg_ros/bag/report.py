@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic_files import atomic_write_text
+
 __all__ = ["SampleCollector", "model_info", "write_results",
            "markdown", "sample_positions"]
 
@@ -242,9 +244,7 @@ def write_results(out_dir: Path, results: dict, *, cm=None, class_names=None, la
     results.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     md = markdown(results)
     (out_dir / "results.md").write_text(md + "\n")
-    tmp = out_dir / "results.json.tmp"
-    tmp.write_text(json.dumps(_jsonable(results), indent=2, allow_nan=False))
-    tmp.replace(out_dir / "results.json")
+    atomic_write_text(out_dir / "results.json", json.dumps(_jsonable(results), indent=2, allow_nan=False))
     if not quiet:
         print(md)
         print(f"\nresults in {out_dir}/")

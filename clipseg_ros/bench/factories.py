@@ -1,8 +1,8 @@
 """Model preparation: export each selected network once, derive one model file per size."""
 from __future__ import annotations
 
+import io
 import json
-import os
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..atomic_files import atomic_write_bytes
 from .catalogue import PACKAGED_DEFAULT, BenchError, ModelSpec, size_name
 
 
@@ -49,11 +50,11 @@ def with_input_size(src: Path, dst: Path, input_hw, label: str | None = None) ->
         meta.setdefault("provenance", {})["bench_label"] = label
     members[META_NAME] = json.dumps(meta, indent=2).encode()
     dst = Path(dst)
-    tmp = dst.with_name(dst.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
         for name, data in members.items():
             zf.writestr(name, data)
-    os.replace(tmp, dst)
+    atomic_write_bytes(dst, buf.getvalue())
     ModelFile(dst)
     return dst
 
