@@ -23,11 +23,11 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic_files import atomic_write
 from .conventions import IGNORE_INDEX
 
 FORMAT_NAME = "clipseg-model"
@@ -412,29 +412,13 @@ def export_onnx_bytes(wrapper, sample_hw, opset: int = 17) -> bytes:
     return buf.getvalue()
 
 
-def current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write_zip(path, members: dict[str, bytes]) -> None:
-    """Write a zip archive next to ``path`` and rename it into place (no half-written files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp makes 0600 files; a model file is meant to be read by other users (a package
-        # install, a robot's service account): give it the mode open() would (0666 & ~umask).
-        os.fchmod(fd, 0o666 & ~current_umask())
-        with os.fdopen(fd, "wb") as fh:
-            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                for name, data in members.items():
-                    zf.writestr(name, data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write a zip archive next to ``path`` and rename it into place (no half-written files).
+    The file gets the mode open() would give it (a model file is read by other users: a package
+    install, a robot's service account), not mkstemp's 0600."""
+    def write(fh):
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for name, data in members.items():
+                zf.writestr(name, data)
+
+    atomic_write(path, write, make_dirs=True)

@@ -8,11 +8,12 @@ per-frame allocations.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
+
+from .atomic_files import atomic_write_bytes
 
 # The dataset label sets live in label_sets; re-exported here for existing callers.
 from .label_sets import CAMVID_CLASSES, CAMVID_PALETTE, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
@@ -373,23 +374,9 @@ def save_png(path: str | os.PathLike, rgb: np.ndarray) -> str:
     ok, enc = cv2.imencode(".png", img)
     if not ok:  # pragma: no cover
         raise OSError(f"save_png: PNG encoding failed for {target!r}")
-    directory = os.path.dirname(os.path.abspath(target))
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(target) + ".",
-                                   suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)  # mkstemp creates 0600; a PNG is meant to be shared
-            f.write(enc.tobytes())
-        os.replace(tmp, target)
-        tmp = None
+        atomic_write_bytes(target, enc.tobytes())
     except OSError as exc:
         raise OSError(exc.errno, f"save_png: cannot write {target!r}: {exc.strerror or exc}",
                       target) from exc
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
     return target

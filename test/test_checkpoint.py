@@ -106,8 +106,7 @@ def test_interrupted_atomic_save_leaves_the_previous_file(trained_run, tmp_path,
 
     # a signal (BaseException) in the middle of writing: half a file on disk, then the interrupt
     def half_then_interrupt(obj, f, *args, **kwargs):
-        with open(f, "wb") as fh:
-            fh.write(previous[: len(previous) // 2])
+        f.write(previous[: len(previous) // 2])         # torch.save gets the temporary file's handle
         raise KeyboardInterrupt
 
     monkeypatch.setattr(checkpoint.torch, "save", half_then_interrupt)

@@ -399,7 +399,7 @@ def test_model_file_is_readable_by_others(tmp_path):
     import os
     import stat
 
-    from clipseg_ros.model_file import current_umask
+    from clipseg_ros.atomic_files import current_umask
 
     path = tmp_path / "m.clipseg"
     save_model_file(path, _known_net(4, 2), ["w", "x", "y", "z"], input_size=[32, 48])

@@ -13,15 +13,13 @@ architecture was stored have it read off their state-dict keys instead.
 """
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from clipseg_ros.model_file import current_umask
+from clipseg_ros.atomic_files import atomic_write
 from clipseg_ros.networks import arch_spec, build_from_spec, create_model
 
 from .config import ConfigError
@@ -33,17 +31,7 @@ CHECKPOINT_FORMAT = "clipseg-train-checkpoint"
 def atomic_torch_save(obj, path: Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``: an
     interrupted save leaves the previous file as it was."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~current_umask())     # as open() would, not mkstemp's 0600
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda fh: torch.save(obj, fh), make_dirs=True)
 
 
 def plain_state(net) -> dict:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from clipseg_ros import devices
+from clipseg_ros.atomic_files import atomic_write_text
 from torch.nn import functional as F
 
 from clipseg_ros.metrics import ConfusionMatrix, format_table, plot_confusion, plot_per_class_iou
@@ -102,9 +103,7 @@ def write_report(cm: ConfusionMatrix, class_names, out_dir: Path, extra: dict | 
     out_dir.mkdir(parents=True, exist_ok=True)
     result = cm.compute()
     payload = {**(extra or {}), "metrics": cm.to_json_dict(class_names)}
-    tmp = out_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(out_dir / "metrics.json")
+    atomic_write_text(out_dir / "metrics.json", json.dumps(payload, indent=2))
     (out_dir / "metrics.md").write_text(format_table(result, class_names) + "\n")
     plot_confusion(cm.counts, class_names, out_dir / "confusion.png")
     plot_per_class_iou(result, class_names, out_dir / "per_class_iou.png")
