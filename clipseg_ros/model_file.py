@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic_files import atomic_write
-from .conventions import IGNORE_INDEX
+from .conventions import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 
 FORMAT_NAME = "clipseg-model"
 FORMAT_VERSION = 1
@@ -345,7 +345,7 @@ def deploy_network(network):
 
 
 def save_model_file(path, network, class_names, *, palette=None, input_size=None,
-                    mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
+                    mean=IMAGENET_MEAN, std=IMAGENET_STD,
                     provenance: dict | None = None, onnx: bool = True, compact: bool = True,
                     opset: int = 17) -> ModelMeta:
     """Export ``network`` (a ``ContextPathSegmenter``, guided or not) to a model file.

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..atomic_files import atomic_write_bytes
+from ..conventions import IMAGENET_MEAN, IMAGENET_STD
 from .catalogue import PACKAGED_DEFAULT, BenchError, ModelSpec, size_name
 
 
@@ -192,7 +193,7 @@ class ModelFactory:
         pm = PreparedModel(spec, spec.key, note="torchvision, random weights")
         pm.network = _TVAdapter.build(spec.tv, len(self.class_names))
         pm.params = int(sum(p.numel() for p in pm.network.parameters()))
-        pm.mean, pm.std = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+        pm.mean, pm.std = list(IMAGENET_MEAN), list(IMAGENET_STD)
         if self.want_onnx:
             t0 = time.perf_counter()
             try:
