@@ -40,7 +40,7 @@ def test_quick_run_writes_results(quick_run):
         assert m["versions"][lib]
 
     rows = data["rows"]
-    models = ["default", "default-native", "mobilenetv2-enh", "mobilenetv2-base", "lraspp-mbv3"]
+    models = ["default", "default-native", "mobilenetv2-guided", "mobilenetv2-base", "lraspp-mbv3"]
     backends = ["torch", "onnxruntime", bench.RAW]
     assert {(r["model"], r["backend"]) for r in rows} == {(mm, b) for mm in models for b in backends}
     native_raw = [r for r in rows if r["model"] == "default-native" and r["backend"] == bench.RAW]
@@ -60,8 +60,8 @@ def test_quick_run_writes_results(quick_run):
     twins = {(t["family"], t["backend"]) for t in ratios["twins"]}
     assert twins == {("mobilenetv2", b) for b in backends}
     for t in ratios["twins"]:
-        assert t["ratio"] > 0 and t["enhanced"] == "mobilenetv2-enh" and t["baseline"] == "mobilenetv2-base"
-    enh = [r for r in rows if r["model"] == "mobilenetv2-enh"]
+        assert t["ratio"] > 0 and t["guided"] == "mobilenetv2-guided" and t["baseline"] == "mobilenetv2-base"
+    enh = [r for r in rows if r["model"] == "mobilenetv2-guided"]
     assert all(r["ratio_vs_twin"] > 0 for r in enh)
     cmp = ratios["default_vs_lraspp"]
     assert cmp["status"] == "ok" and cmp["size"] == "128x96" and cmp["ratio"] > 0
@@ -84,7 +84,7 @@ def test_quick_run_writes_results(quick_run):
     assert data["memory"]["status"] == "skipped"
 
     md = (out / "bench.md").read_text()
-    assert "Enhanced / baseline" in md and "LRASPP" in md and "overhead" in md
+    assert "Guided / baseline" in md and "LRASPP" in md and "overhead" in md
     png = (out / "latency_vs_size.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
 
@@ -97,7 +97,8 @@ def test_cli_rejects_bad_options(capsys):
     with pytest.raises(SystemExit):
         bench.parse_args(["--sizes", "640-480"])
     a = bench.parse_args(["--models", "stdc1,lraspp", "--sizes", "64x32"])
-    assert a.model_keys == ["stdc1-enh", "stdc1-base", "lraspp-mbv3"]
+    assert a.model_keys == ["stdc1-guided", "stdc1-base", "lraspp-mbv3"]
+    assert bench.parse_args(["--models", "mobilenetv2-enh"]).model_keys == ["mobilenetv2-guided"]   # old key
     assert a.size_list == [(64, 32)]
     assert bench.parse_args(["--device", "cuda"]).precision == "fp16"
 

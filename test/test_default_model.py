@@ -27,14 +27,14 @@ SAMPLE_BAG = REPO / "data" / "sample_bag" / "camvid_val_sample"
 SAMPLE_FRAMES, SAMPLE_MIOU_FLOOR = 25, 50.0
 
 
-def test_bundled_model_file_is_the_trained_enhanced_camvid_model():
+def test_bundled_model_file_is_the_trained_guided_camvid_model():
     assert DEFAULT_MODEL.is_file(), f"{DEFAULT_MODEL} is missing"
     assert DEFAULT_MODEL.stat().st_size <= 20 * 1024 * 1024
     mf = ModelFile(DEFAULT_MODEL)
     meta = mf.meta
     assert meta.class_names == list(CAMVID_CLASSES)
     assert len(meta.palette) == 11 and meta.input_size == [240, 320]
-    assert meta.arch["name"] == "mobilenetv2" and meta.arch["text_dim"], "must be the CLIP-enhanced twin"
+    assert meta.arch["name"] == "mobilenetv2" and meta.arch["text_dim"], "must be the CLIP-guided twin"
     prov = meta.provenance
     assert prov["stage"] in ("stage1", "stage2") and prov["dataset"] == "camvid"
     assert prov["val_miou"] >= 60.0 and len(prov["val_per_class_iou"]) == 11

@@ -40,7 +40,7 @@ def test_forward_backward_every_network(name, text_dim):
         assert set(net(x)) == ({"logits", "score_map"} if text_dim else {"logits"})
 
 
-def test_baseline_and_enhanced_twins_differ_only_by_guidance():
+def test_baseline_and_guided_twins_differ_only_by_guidance():
     base = create_model("stdc1", 11, None)
     enh = create_model("stdc1", 11, 1024)
     b, e = base.state_dict(), enh.state_dict()

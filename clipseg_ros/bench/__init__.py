@@ -13,7 +13,7 @@ One run, one machine, batch 1, after warm-up.  Three sections:
 
    - ``default``: the packaged default model (``clipseg_ros/models/default.clipseg``) or
      ``--model PATH``;
-   - the CLIP-enhanced / baseline twins of STDC1, STDC2 and MobileNetV2 (random weights; latency
+   - the CLIP-guided / baseline twins of STDC1, STDC2 and MobileNetV2 (random weights; latency
      does not depend on the weights);
    - torchvision's LRASPP-MobileNetV3-Large and DeepLabV3-MobileNetV3-Large (random weights), what
      a user would otherwise pick.  They run in the same deploy wrapper (uint8 in, normalisation,
@@ -29,7 +29,7 @@ One run, one machine, batch 1, after warm-up.  Three sections:
    turn ``--block`` back-to-back timed calls after ``--settle-ms`` of untimed calls (ONNX Runtime's
    thread pool keeps spinning for tens of ms after a run and would slow the next session down).
    A load change on a shared machine then hits all models alike and the ratios between rows
-   (enhanced / baseline twin, default / LRASPP) stay meaningful even when the absolute numbers are
+   (guided / baseline twin, default / LRASPP) stay meaningful even when the absolute numbers are
    noisy.  ``--no-interleave`` times the rows one after another instead.
 
 2. **Node overhead** – the per-frame work the node does besides inference, at 640x480

@@ -20,10 +20,10 @@ PACKAGED_DEFAULT = DEFAULT_MODEL
 class ModelSpec:
     key: str                   # row name
     family: str                # stdc1 / stdc2 / mobilenetv2 / default / torchvision
-    variant: str               # enhanced / baseline / default / reference
+    variant: str               # guided / baseline / default / reference
     arch: str | None = None    # clipseg_ros.networks.create_model name
     text_dim: int | None = None
-    twin: str | None = None    # key of the baseline twin (enhanced rows)
+    twin: str | None = None    # key of the baseline twin (guided rows)
     tv: str | None = None      # torchvision builder
 
 
@@ -31,11 +31,11 @@ MODEL_SPECS: dict[str, ModelSpec] = {s.key: s for s in (
     ModelSpec("default", "default", "default"),
     # as deployed: the file's own input size; the frame is resized to it and the labels back
     ModelSpec("default-native", "default", "deployed"),
-    ModelSpec("stdc1-enh", "stdc1", "enhanced", "stdc1", TEXT_DIM, twin="stdc1-base"),
+    ModelSpec("stdc1-guided", "stdc1", "guided", "stdc1", TEXT_DIM, twin="stdc1-base"),
     ModelSpec("stdc1-base", "stdc1", "baseline", "stdc1", None),
-    ModelSpec("stdc2-enh", "stdc2", "enhanced", "stdc2", TEXT_DIM, twin="stdc2-base"),
+    ModelSpec("stdc2-guided", "stdc2", "guided", "stdc2", TEXT_DIM, twin="stdc2-base"),
     ModelSpec("stdc2-base", "stdc2", "baseline", "stdc2", None),
-    ModelSpec("mobilenetv2-enh", "mobilenetv2", "enhanced", "mobilenetv2", TEXT_DIM, twin="mobilenetv2-base"),
+    ModelSpec("mobilenetv2-guided", "mobilenetv2", "guided", "mobilenetv2", TEXT_DIM, twin="mobilenetv2-base"),
     ModelSpec("mobilenetv2-base", "mobilenetv2", "baseline", "mobilenetv2", None),
     ModelSpec("lraspp-mbv3", "torchvision", "reference", tv="lraspp_mobilenet_v3_large"),
     ModelSpec("deeplabv3-mbv3", "torchvision", "reference", tv="deeplabv3_mobilenet_v3_large"),
@@ -44,15 +44,17 @@ MODEL_SPECS: dict[str, ModelSpec] = {s.key: s for s in (
 MODEL_ALIASES = {
     "all": list(MODEL_SPECS),
     "defaults": ["default", "default-native"],
-    "stdc1": ["stdc1-enh", "stdc1-base"],
-    "stdc2": ["stdc2-enh", "stdc2-base"],
-    "stdc": ["stdc1-enh", "stdc1-base", "stdc2-enh", "stdc2-base"],
-    "mobilenetv2": ["mobilenetv2-enh", "mobilenetv2-base"],
-    "mbv2": ["mobilenetv2-enh", "mobilenetv2-base"],
-    "twins": ["stdc1-enh", "stdc1-base", "stdc2-enh", "stdc2-base", "mobilenetv2-enh", "mobilenetv2-base"],
+    "stdc1": ["stdc1-guided", "stdc1-base"],
+    "stdc2": ["stdc2-guided", "stdc2-base"],
+    "stdc": ["stdc1-guided", "stdc1-base", "stdc2-guided", "stdc2-base"],
+    "mobilenetv2": ["mobilenetv2-guided", "mobilenetv2-base"],
+    "mbv2": ["mobilenetv2-guided", "mobilenetv2-base"],
+    "twins": ["stdc1-guided", "stdc1-base", "stdc2-guided", "stdc2-base", "mobilenetv2-guided", "mobilenetv2-base"],
     "lraspp": ["lraspp-mbv3"],
     "deeplabv3": ["deeplabv3-mbv3"],
     "torchvision": ["lraspp-mbv3", "deeplabv3-mbv3"],
+    # the keys before the guided twins were called guided (results files up to 0.1.0 use them)
+    "stdc1-enh": ["stdc1-guided"], "stdc2-enh": ["stdc2-guided"], "mobilenetv2-enh": ["mobilenetv2-guided"],
 }
 
 BACKEND_CHOICES = tuple(b for b in BACKENDS if b != "auto")     # the rows' backends

@@ -227,7 +227,7 @@ def print_summary(result: dict, out: Path) -> None:
     print(format_table(result["rows"]))
     r = result["ratios"]
     if r["twins"]:
-        print("\nenhanced / baseline (median):")
+        print("\nguided / baseline (median):")
         for t in r["twins"]:
             print(f"  {t['family']:<12} {t['backend']:<12} {t['size']:<9} {t['ratio']:.3f}"
                   + (f"  (paired {t['paired_ratio']:.3f})" if t["paired_ratio"] else ""))

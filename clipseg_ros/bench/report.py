@@ -29,7 +29,7 @@ def compute_ratios(rows: list[dict], overhead: dict | None, default_spec_label: 
     ok = {(r["model"], r["backend"], r["size"]): r for r in rows if r["status"] == "ok" and r.get("median_ms")}
     twins = []
     for r in rows:
-        if r["variant"] != "enhanced" or r["status"] != "ok":
+        if r["variant"] != "guided" or r["status"] != "ok":
             continue
         base = ok.get((r["twin"], r["backend"], r["size"]))
         if not base:
@@ -40,8 +40,8 @@ def compute_ratios(rows: list[dict], overhead: dict | None, default_spec_label: 
         if n:   # interleaved rows: iteration i of both ran back to back
             paired = float(np.median(np.asarray(r["samples_ms"][:n]) / np.asarray(base["samples_ms"][:n])))
         twins.append({"family": r["family"], "backend": r["backend"], "size": r["size"],
-                      "enhanced": r["model"], "baseline": r["twin"],
-                      "enhanced_ms": r["median_ms"], "baseline_ms": base["median_ms"],
+                      "guided": r["model"], "baseline": r["twin"],
+                      "guided_ms": r["median_ms"], "baseline_ms": base["median_ms"],
                       "ratio": round(ratio, 4), "paired_ratio": round(paired, 4) if paired else None,
                       "overhead_pct": round(100 * (ratio - 1), 2)})
         r["ratio_vs_twin"] = round(ratio, 4)
@@ -139,11 +139,11 @@ def write_markdown(path: Path, result: dict) -> None:
                  f"{_fmt(r.get('ratio_vs_twin'), 3)} | {_fmt(r.get('ratio_vs_lraspp_torch'), 2)} | "
                  f"{note.replace('|', '/')} |")
     ratios = result["ratios"]
-    L += ["", "## Enhanced / baseline twins", "",
-          "| family | backend | size | enhanced ms | baseline ms | ratio | paired ratio |",
+    L += ["", "## Guided / baseline twins", "",
+          "| family | backend | size | guided ms | baseline ms | ratio | paired ratio |",
           "|---|---|---|---:|---:|---:|---:|"]
     for t in ratios["twins"]:
-        L.append(f"| {t['family']} | {t['backend']} | {t['size']} | {_fmt(t['enhanced_ms'])} | "
+        L.append(f"| {t['family']} | {t['backend']} | {t['size']} | {_fmt(t['guided_ms'])} | "
                  f"{_fmt(t['baseline_ms'])} | {t['ratio']:.3f} | {_fmt(t['paired_ratio'], 3)} |")
     c = ratios["default_vs_lraspp"]
     L += ["", f"## Default model vs LRASPP-MobileNetV3 (PyTorch) at {c['size']}", ""]

@@ -1,6 +1,6 @@
 """The context-path segmenter (STDC-Seg / BiSeNet layout) with optional textual guidance.
 
-A baseline and its enhanced twin differ only by ``text_dim``: with guidance, the score map S
+A baseline and its guided twin differ only by ``text_dim``: with guidance, the score map S
 (K channels) is concatenated onto the 1/32 feature and feeds the last ARM and the global
 context pooling (Lin, Chen & Wu, APSIPA 2024).
 """
