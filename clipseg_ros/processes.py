@@ -129,19 +129,13 @@ class NodeProcess:
                 return None
             try:
                 if self.proc.poll() is None:
-                    try:
-                        os.killpg(self.pgid, signal.SIGINT)
-                    except ProcessLookupError:
-                        pass
+                    _signal_group(self.pgid, signal.SIGINT)
                     try:
                         self.proc.wait(timeout=grace_s)
                     except subprocess.TimeoutExpired:
                         pass
                 if self._group_alive():
-                    try:
-                        os.killpg(self.pgid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+                    _signal_group(self.pgid, signal.SIGKILL)
                 try:
                     self.proc.wait(timeout=grace_s)
                 except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
@@ -149,9 +143,7 @@ class NodeProcess:
                 # other members of the group (if the node spawned any) must go too
                 deadline = time.monotonic() + grace_s
                 while self._group_alive() and time.monotonic() < deadline:
-                    try:
-                        os.killpg(self.pgid, signal.SIGKILL)
-                    except ProcessLookupError:
+                    if not _signal_group(self.pgid, signal.SIGKILL):
                         break
                     time.sleep(0.05)
                 return self.proc.returncode
@@ -163,6 +155,15 @@ class NodeProcess:
                     atexit.unregister(self.stop)
                 except Exception:  # noqa: BLE001
                     pass
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to process group ``pgid``; False when the group no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
