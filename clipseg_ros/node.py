@@ -29,27 +29,39 @@ Topics (``~`` is the node's name, ``/seg_node`` by default)
 * out ``~/groups`` mono8 group index per pixel (255 = no group) and ``~/groups/color`` rgb8 (while
   subscribed), with ``label_groups`` (a YAML file, see ``label_groups.py``).
 
+Several cameras, one model
+--------------------------
+With ``cameras: [/front/image_raw, /rear/image_raw]`` the node subscribes every listed topic (plus
+``/compressed`` with ``input_compressed``, and each sibling ``camera_info``) instead of ``image``,
+and publishes each camera's outputs under ``~/<camera>/`` (``~/front/labels``, ``~/front/color``,
+``~/front/camera_info`` ...; ``<camera>`` is the topic's namespace, see ``node_cameras.py``).
+Each camera has its own drop-oldest mailbox and its own ``DiagnosticStatus``
+(``seg_node: segmentation front``); the frames waiting when the worker is free are segmented
+together, in one inference call when the backend takes a batch (``Segmenter.batchable``: ONNX
+files with a dynamic batch dimension, the PyTorch backend), else one after the other.
+
 Output QoS: reliable (``output_qos_reliability``), keep last, depth 1.  Every output carries the
 input header (stamp and frame_id) unchanged.  Color / overlay / confidence are computed only when
 enabled *and* someone subscribes (labels are always published).
 
 Threading
 ---------
-The subscription callback only puts the message into a one-slot mailbox (newest wins; a frame
-that is replaced before the worker took it counts as *dropped*) and updates counters.  A plain
-worker thread decodes, segments and publishes, so latency does not grow when the camera is
-faster than the model.  The executor (single-threaded) runs the subscription, the diagnostics
-timer and the parameter services; :func:`main` survives an exception raised in any of them (it is
-logged and counted as a callback error).
+The subscription callback only puts the message into its camera's one-slot mailbox (newest
+wins; a frame that is replaced before the worker took it counts as *dropped*) and updates
+counters.  A plain worker thread takes every waiting frame, decodes, segments and publishes, so
+latency does not grow when the cameras are faster than the model.  The executor
+(single-threaded) runs the subscriptions, the diagnostics timer and the parameter services;
+:func:`main` survives an exception raised in any of them (it is logged and counted as a
+callback error).
 """
 from __future__ import annotations
 
+import functools
 import signal
 import sys
 import threading
 import time
 import traceback
-from collections import deque
 from dataclasses import replace
 from pathlib import Path
 
@@ -58,6 +70,7 @@ import numpy as np
 from . import image_codec, visualize
 from . import camera_info as _caminfo, label_codec, label_groups as _groups
 from .model_file import ModelFileError
+from . import node_cameras as _cams
 from .node_diagnostics import STALE_STAMP_S, _Stats, summarize
 from .node_params import (_BY_NAME, DEFAULT_MODEL, PARAMETERS, NodeConfig, _descriptor, validate_parameter)
 from .segmenter import Segmenter, SegmenterConfigError
@@ -105,20 +118,19 @@ class SegNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         self._guard_change_state()
         self._worker: threading.Thread | None = None
-        self._cond = threading.Condition()
-        self._slot = None          # the newest unprocessed message
+        self._cond = threading.Condition()   # guards every camera's mailbox
         self._stopping = False
         self.segmenter: Segmenter | None = None
-        self._sub = None
-        self._sub_camera_info = None
+        self._cameras: list[_cams.CameraState] = []
         self._diag_timer = None
         self._publishers_made: list = []
         self._startup_error: str | None = None
-        self._stats = _Stats()
+        self._node_stats = _Stats()          # what belongs to no camera: callback errors
         try:
             self._cfg = self._declare_parameters()
-            self.input_topic = self.resolve_topic_name(
-                "image/compressed" if self._cfg.input_compressed else "image")
+            self._plan = self._plan_cameras(self._cfg)
+            self.input_topics = [self.resolve_topic_name(p.subscribe) for p in self._plan]
+            self.input_topic = self.input_topics[0]
             self.add_on_set_parameters_callback(self._on_set_parameters)
             if self._cfg.autostart:
                 for step in (self.trigger_configure, self.trigger_activate):
@@ -178,14 +190,25 @@ class SegNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._subscribe()
         with self._cond:
-            self._stopping, self._slot = False, None
+            self._stopping = False
+            for cam in self._cameras:
+                cam.slot = None
         self._worker = threading.Thread(target=self._work, name="seg_node_worker", daemon=True)
         self._worker.start()
         cfg = self._cfg
-        self.get_logger().info(
-            f"segmenting {self.input_topic} with {self.model_path} ({self.num_classes} classes, "
-            f"{self.segmenter.description}); publishing {self._pub_labels.topic_name} "
-            f"[color, overlay{', confidence' if cfg.publish_confidence else ''}]")
+        extras = f"[color, overlay{', confidence' if cfg.publish_confidence else ''}]"
+        if len(self._cameras) == 1 and not self._cameras[0].key:
+            self.get_logger().info(
+                f"segmenting {self.input_topic} with {self.model_path} ({self.num_classes} classes, "
+                f"{self.segmenter.description}); publishing {self._pub_labels.topic_name} {extras}")
+        else:
+            batching = ("batched into one inference call" if self.segmenter.batchable else
+                        "one after the other (this backend / model file takes no batch)")
+            self.get_logger().info(
+                f"segmenting {len(self._cameras)} cameras with {self.model_path} ({self.num_classes} "
+                f"classes, {self.segmenter.description}); frames that wait together run {batching}: "
+                + "; ".join(f"{c.input_topic} -> {c.pubs['labels'].topic_name} {extras}"
+                            for c in self._cameras))
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -212,41 +235,74 @@ class SegNode(LifecycleNode):
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
+    def _plan_cameras(self, cfg: NodeConfig) -> list:
+        """The cameras to serve (``node_cameras.plan_cameras``); StartupError when they cannot be."""
+        if not cfg.cameras:
+            return _cams.single_camera(cfg.input_compressed)
+        resolved = []
+        for i, entry in enumerate(cfg.cameras):
+            try:
+                resolved.append(self.resolve_topic_name(entry.strip()))
+            except Exception as exc:  # noqa: BLE001 - rclpy raises InvalidTopicNameException & co
+                raise StartupError(f"parameter cameras: cameras[{i}] {entry!r} is not a valid topic "
+                                   f"name ({type(exc).__name__}: {exc})") from None
+        try:
+            return _cams.plan_cameras(list(cfg.cameras), resolved, cfg.input_compressed)
+        except _cams.CameraPlanError as exc:
+            raise StartupError(f"parameter cameras: {exc}") from None
+
     def _subscribe(self) -> None:
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
         cfg = self._cfg
         in_qos = self._in_qos
         if cfg.input_compressed:
-            self._decode = image_codec.compressed_to_rgb
-            self._sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image, in_qos)
+            self._decode, msg_type = image_codec.compressed_to_rgb, CompressedImage
         else:
-            self._decode = image_codec.image_to_rgb
-            self._sub = self.create_subscription(Image, "image", self._on_image, in_qos)
-        self.input_topic = self._sub.topic_name
+            self._decode, msg_type = image_codec.image_to_rgb, Image
         info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, reliability=in_qos.reliability,
                               depth=max(cfg.qos_depth, CAMERA_INFO_KEEP))
-        self.camera_info_topic = _caminfo.camera_info_topic(self.input_topic, cfg.input_compressed)
-        self._sub_camera_info = self.create_subscription(CameraInfo, self.camera_info_topic,
-                                                         self._on_camera_info, info_qos)
+        for cam in self._cameras:
+            cam.sub = self.create_subscription(msg_type, cam.plan.subscribe,
+                                               functools.partial(self._on_image, cam), in_qos)
+            cam.input_topic = cam.sub.topic_name
+            cam.camera_info_topic = _caminfo.camera_info_topic(cam.input_topic, cfg.input_compressed)
+            cam.sub_camera_info = self.create_subscription(CameraInfo, cam.camera_info_topic,
+                                                           cam.add_camera_info, info_qos)
+        self.input_topics = [c.input_topic for c in self._cameras]
+        self.input_topic = self.input_topics[0]
+        self.camera_info_topic = self._cameras[0].camera_info_topic
 
     def _unsubscribe(self) -> None:
-        for name in ("_sub", "_sub_camera_info"):
-            sub = getattr(self, name, None)
-            if sub is not None:
-                self.destroy_subscription(sub)
-                setattr(self, name, None)
+        for cam in self._cameras:
+            for name in ("sub", "sub_camera_info"):
+                sub = getattr(cam, name)
+                if sub is not None:
+                    self.destroy_subscription(sub)
+                    setattr(cam, name, None)
+
+    @property
+    def _sub(self):
+        """The (first) camera's image subscription, None while not active."""
+        return self._cameras[0].sub if self._cameras else None
+
+    @property
+    def _sub_camera_info(self):
+        """The (first) camera's camera_info subscription, None while not active."""
+        return self._cameras[0].sub_camera_info if self._cameras else None
 
     def _release(self) -> None:
         """Free what configure made: the model, the publishers, the diagnostics timer."""
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
+        self._unsubscribe()
         for pub in self._publishers_made:
             self.destroy_publisher(pub)
         self._publishers_made = []
         self.segmenter = None
-        self._buffers = {}
+        for cam in self._cameras:
+            cam.pubs, cam.buffers = {}, {}
 
     def _publisher(self, msg_type, topic: str, qos):
         pub = self.create_publisher(msg_type, topic, qos)
@@ -256,9 +312,9 @@ class SegNode(LifecycleNode):
     # ---- set-up ---------------------------------------------------------------------------------
     def _configure(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
-        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-        self._Image = Image
+        self._Image, self._CompressedImage = Image, CompressedImage
         cfg = self._cfg
         path = cfg.model_path()
         if not cfg.model and not path.is_file():
@@ -290,36 +346,6 @@ class SegNode(LifecycleNode):
             except _groups.LabelGroupsError as exc:
                 raise StartupError(f"parameter label_groups: {exc}") from None
         self._colorizer = self._make_colorizer(cfg.palette)
-        self._buffers: dict[str, np.ndarray] = {}
-
-        self._in_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=cfg.qos_depth,
-                                  reliability=_RELIABILITY[cfg.qos_reliability])
-        out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                             reliability=_RELIABILITY[cfg.output_qos_reliability])
-        self._pub_labels = self._publisher(Image, "~/labels", out_qos)
-        self._pub_color = self._publisher(Image, "~/color", out_qos)
-        self._pub_overlay = self._publisher(Image, "~/overlay", out_qos)
-        self._pub_confidence = self._publisher(Image, "~/confidence", out_qos)
-        self._pub_diag = self._publisher(DiagnosticArray, "/diagnostics", 10)
-        self._setup_extras(cfg, self._in_qos, out_qos)
-
-        # time, received, processed, rejected, inference errors, stale stamps, callback errors
-        self._diag_last = (time.monotonic(), 0, 0, 0, 0, 0, 0)
-        self._diag_timer = self.create_timer(cfg.diagnostics_period, self._publish_diagnostics)
-
-    def _setup_extras(self, cfg: NodeConfig, in_qos: QoSProfile, out_qos: QoSProfile) -> None:
-        """camera_info in and out, ~/labels/compressed, ~/groups and ~/groups/color."""
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-
-        self._CompressedImage = CompressedImage
-        self._pub_labels_compressed = self._publisher(CompressedImage, "~/labels/compressed", out_qos)
-        self._pub_groups = self._publisher(Image, "~/groups", out_qos)
-        self._pub_groups_color = self._publisher(Image, "~/groups/color", out_qos)
-        self._pub_camera_info = self._publisher(CameraInfo, "~/camera_info", out_qos)
-        self._caminfo_lock = threading.Lock()
-        self._caminfos: deque = deque(maxlen=CAMERA_INFO_KEEP)
-        self._caminfo_notice = False
-        self.camera_info_topic = _caminfo.camera_info_topic(self.input_topic, cfg.input_compressed)
         if self._groups is not None:
             self._groups_colorizer = visualize.Colorizer(self._groups.palette)
             unmapped = ", ".join(self._groups.unmapped)
@@ -328,46 +354,55 @@ class SegNode(LifecycleNode):
                 + ", ".join(f"{n}={g}" for g, n in enumerate(self._groups.names))
                 + (f"; in no group (255): {unmapped}" if unmapped else ""))
 
-    def _on_camera_info(self, msg) -> None:
-        with self._caminfo_lock:
-            self._caminfos.append(msg)
+        self._in_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=cfg.qos_depth,
+                                  reliability=_RELIABILITY[cfg.qos_reliability])
+        out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                             reliability=_RELIABILITY[cfg.output_qos_reliability])
+        types = {"labels/compressed": CompressedImage, "camera_info": CameraInfo}
+        now = time.monotonic()
+        self._cameras = []
+        for plan, topic in zip(self._plan, self.input_topics):
+            cam = _cams.CameraState(plan, CAMERA_INFO_KEEP, input_topic=topic)
+            cam.camera_info_topic = _caminfo.camera_info_topic(topic, cfg.input_compressed)
+            # time, received, processed, rejected, inference errors, stale stamps, callback errors
+            cam.diag_last = (now, 0, 0, 0, 0, 0, 0)
+            for name in _cams.OUTPUTS:
+                cam.pubs[name] = self._publisher(types.get(name, Image), plan.output(name), out_qos)
+            self._cameras.append(cam)
+        self.camera_info_topic = self._cameras[0].camera_info_topic
+        # the single camera's publishers by their old names (_pub_labels, _pub_labels_compressed ...)
+        for name, pub in self._cameras[0].pubs.items():
+            setattr(self, "_pub_" + name.replace("/", "_"), pub)
+        self._pub_diag = self._publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_timer = self.create_timer(cfg.diagnostics_period, self._publish_diagnostics)
 
-    def _camera_info_for(self, header):
-        """The camera_info with the image's stamp if one came, else the newest (None: none yet)."""
-        want = (header.stamp.sec, header.stamp.nanosec)
-        with self._caminfo_lock:
-            if not self._caminfos:
-                return None
-            for info in reversed(self._caminfos):
-                if (info.header.stamp.sec, info.header.stamp.nanosec) == want:
-                    return info
-            return self._caminfos[-1]
-
-    def _publish_extras(self, labels: np.ndarray, header, in_size: tuple, counts: dict) -> None:
-        """The outputs derived from the labels: ~/camera_info, ~/labels/compressed, ~/groups."""
+    def _publish_extras(self, cam, labels: np.ndarray, header, in_size: tuple, counts: dict) -> None:
+        """The outputs derived from the labels: camera_info, labels/compressed, groups."""
         h, w = labels.shape
-        info = self._camera_info_for(header)
+        info = cam.camera_info_for(header)
         if info is not None:
-            self._pub_camera_info.publish(_caminfo.for_labels(info, header, in_size, (w, h)))
+            cam.pubs["camera_info"].publish(_caminfo.for_labels(info, header, in_size, (w, h)))
             counts["camera_info_published"] = 1
-        elif not self._caminfo_notice:
-            self._caminfo_notice = True
+        elif not cam.caminfo_notice:
+            cam.caminfo_notice = True
+            out = cam.pubs["camera_info"].topic_name
             self.get_logger().info(
-                f"no camera_info on {self.camera_info_topic}: ~/camera_info is not published until "
+                f"no camera_info on {cam.camera_info_topic}: {out} is not published until "
                 f"one arrives; the other outputs are unchanged")
-        if self._pub_labels_compressed.get_subscription_count() > 0:
+        pub = cam.pubs["labels/compressed"]
+        if pub.get_subscription_count() > 0:
             msg = self._CompressedImage(header=header, format=label_codec.LABELS_PNG_FORMAT)
             msg.data = label_codec.encode_labels_png(labels)
-            self._pub_labels_compressed.publish(msg)
+            pub.publish(msg)
             counts["labels_compressed_published"] = 1
         if self._groups is not None:
-            groups = self._groups.apply(labels, out=self._buffer("groups", (h, w)))
-            self._publish(self._pub_groups, groups, "mono8", header)
+            groups = self._groups.apply(labels, out=self._buffer(cam, "groups", (h, w)))
+            self._publish(cam.pubs["groups"], groups, "mono8", header)
             counts["groups_published"] = 1
-            if self._pub_groups_color.get_subscription_count() > 0:
-                color = self._groups_colorizer.colorize(groups,
-                                                        out=self._buffer("groups_color", (h, w, 3)))
-                self._publish(self._pub_groups_color, color, "rgb8", header)
+            if cam.pubs["groups/color"].get_subscription_count() > 0:
+                color = self._groups_colorizer.colorize(
+                    groups, out=self._buffer(cam, "groups_color", (h, w, 3)))
+                self._publish(cam.pubs["groups/color"], color, "rgb8", header)
                 counts["groups_color_published"] = 1
 
     def _declare_parameters(self) -> NodeConfig:
@@ -384,6 +419,12 @@ class SegNode(LifecycleNode):
                 except ParameterUninitializedException:
                     value = None
                 value = tuple(int(v) for v in (value or ()))
+            elif p.name == "cameras":    # likewise
+                try:
+                    value = self.get_parameter(p.name).value
+                except ParameterUninitializedException:
+                    value = None
+                value = tuple(str(v) for v in (value or ()))
             reason = validate_parameter(p.name, value)
             if reason:
                 raise StartupError(f"parameter {p.name}: {reason}")
@@ -418,32 +459,37 @@ class SegNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
     # ---- input ------------------------------------------------------------------------------
-    def _on_image(self, msg) -> None:
+    def _on_image(self, cam, msg) -> None:
         with self._cond:
-            self._stats.add(received=1)
-            if self._slot is not None:
-                self._stats.add(dropped=1)
-            self._slot = msg
+            cam.stats.add(received=1)
+            if cam.slot is not None:
+                cam.stats.add(dropped=1)
+            cam.slot = msg
             self._cond.notify()
 
     def _work(self) -> None:
         while True:
             with self._cond:
-                while self._slot is None and not self._stopping:
+                while not self._stopping and all(c.slot is None for c in self._cameras):
                     self._cond.wait()
                 if self._stopping:
                     return
-                msg, self._slot = self._slot, None
+                # every camera's waiting frame: they are segmented together
+                batch = [(c, c.slot) for c in self._cameras if c.slot is not None]
+                for c, _ in batch:
+                    c.slot = None
             try:
-                self._process(msg)
+                self._process(batch)
             except Exception as exc:  # noqa: BLE001 - the worker must survive anything
-                self._failed(f"processing failed: {type(exc).__name__}: {exc}")
+                for cam, _ in batch:
+                    self._failed(cam, f"processing failed: {type(exc).__name__}: {exc}")
 
     def stop(self) -> None:
-        """Stop the worker thread (waits for the frame in progress)."""
+        """Stop the worker thread (waits for the frames in progress)."""
         with self._cond:
             self._stopping = True
-            self._slot = None
+            for cam in self._cameras:
+                cam.slot = None
             self._cond.notify_all()
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join(timeout=10.0)
@@ -453,22 +499,26 @@ class SegNode(LifecycleNode):
         return super().destroy_node()
 
     # ---- per frame --------------------------------------------------------------------------
-    def _reject(self, reason: str) -> None:
-        with self._stats.lock:
-            self._stats.rejected += 1
-            self._stats.last_rejection = reason
-        self.get_logger().warning(f"skipping frame: {reason}", throttle_duration_sec=2.0)
+    def _where(self, cam) -> str:
+        return f" from {cam.input_topic}" if cam.key else ""
 
-    def _failed(self, reason: str) -> None:
-        with self._stats.lock:
-            self._stats.inference_errors += 1
-            self._stats.last_error = reason
-        self.get_logger().error(reason, throttle_duration_sec=2.0)
+    def _reject(self, cam, reason: str) -> None:
+        with cam.stats.lock:
+            cam.stats.rejected += 1
+            cam.stats.last_rejection = reason
+        self.get_logger().warning(f"skipping frame{self._where(cam)}: {reason}", throttle_duration_sec=2.0)
 
-    def _buffer(self, name: str, shape: tuple) -> np.ndarray:
-        buf = self._buffers.get(name)
+    def _failed(self, cam, reason: str) -> None:
+        with cam.stats.lock:
+            cam.stats.inference_errors += 1
+            cam.stats.last_error = reason
+        self.get_logger().error(reason + (f" ({cam.input_topic})" if cam.key else ""),
+                                throttle_duration_sec=2.0)
+
+    def _buffer(self, cam, name: str, shape: tuple) -> np.ndarray:
+        buf = cam.buffers.get(name)
         if buf is None or buf.shape != shape:
-            buf = self._buffers[name] = np.empty(shape, np.uint8)
+            buf = cam.buffers[name] = np.empty(shape, np.uint8)
         return buf
 
     def _publish(self, pub, array: np.ndarray, encoding: str, header) -> None:
@@ -477,8 +527,8 @@ class SegNode(LifecycleNode):
         image_codec.fill_image(msg, array, encoding)
         pub.publish(msg)
 
-    def _process(self, msg) -> None:
-        cfg = self._cfg
+    def _decoded(self, cam, msg, cfg: NodeConfig) -> np.ndarray | None:
+        """The message as RGB, or None after counting and logging why it was rejected."""
         if cfg.max_image_pixels:
             # before decoding: for raw images from the message fields, for compressed ones from
             # the PNG / JPEG header (a small PNG can declare a huge image)
@@ -489,82 +539,113 @@ class SegNode(LifecycleNode):
                 else:
                     w, h, where = int(msg.width), int(msg.height), ""
             except image_codec.ImageDecodeError as exc:
-                self._reject(str(exc))
-                return
+                self._reject(cam, str(exc))
+                return None
             except (TypeError, ValueError):
                 w = h = 0
             if w * h > cfg.max_image_pixels:
-                self._reject(f"image {w}x{h}{where} has more than max_image_pixels="
-                             f"{cfg.max_image_pixels} pixels")
-                return
+                self._reject(cam, f"image {w}x{h}{where} has more than max_image_pixels="
+                                  f"{cfg.max_image_pixels} pixels")
+                return None
         try:
             rgb = self._decode(msg)
         except image_codec.ImageDecodeError as exc:
-            self._reject(str(exc))
-            return
+            self._reject(cam, str(exc))
+            return None
         h, w = rgb.shape[:2]
         if cfg.max_image_pixels and h * w > cfg.max_image_pixels:
-            self._reject(f"image {w}x{h} has more than max_image_pixels={cfg.max_image_pixels} pixels")
-            return
+            self._reject(cam, f"image {w}x{h} has more than max_image_pixels={cfg.max_image_pixels} pixels")
+            return None
+        return rgb
 
-        want_conf = cfg.publish_confidence and self._pub_confidence.get_subscription_count() > 0
+    def _process(self, batch: list) -> None:
+        """Decode, segment (together where the backend takes a batch) and publish ``batch``, a list
+        of (camera, message)."""
+        cfg = self._cfg
+        ready = []
+        for cam, msg in batch:
+            rgb = self._decoded(cam, msg, cfg)
+            if rgb is not None:
+                want_conf = cfg.publish_confidence and cam.pubs["confidence"].get_subscription_count() > 0
+                ready.append((cam, msg, rgb, want_conf))
+        if not ready:
+            return
         t0 = time.perf_counter()
         try:
-            result = self.segmenter(rgb, want_confidence=want_conf)
+            if len(ready) == 1:
+                results = [self.segmenter(ready[0][2], want_confidence=ready[0][3])]
+            else:
+                results = self.segmenter.segment_batch([r[2] for r in ready],
+                                                       want_confidence=any(r[3] for r in ready))
         except Exception as exc:  # noqa: BLE001
-            self._failed(f"inference failed on a {w}x{h} frame: {type(exc).__name__}: {exc}")
+            for cam, _, rgb, _ in ready:
+                h, w = rgb.shape[:2]
+                self._failed(cam, f"inference failed on a {w}x{h} frame"
+                                  f"{f' (batch of {len(ready)})' if len(ready) > 1 else ''}: "
+                                  f"{type(exc).__name__}: {exc}")
             return
-        inference_ms = (time.perf_counter() - t0) * 1000.0
-        header = msg.header
+        # a frame's inference latency is the time of the call it went through (a batch's whole time)
+        total_ms = (time.perf_counter() - t0) * 1000.0
+        for (cam, msg, rgb, want_conf), result in zip(ready, results):
+            batched = result.timings.get("batch", 1) > 1
+            ms = total_ms if batched or len(ready) == 1 else sum(
+                result.timings.get(k, 0.0) for k in ("preprocess", "inference", "postprocess")) * 1000.0
+            self._publish_outputs(cam, msg.header, rgb, result, want_conf, ms, batched, cfg)
+
+    def _publish_outputs(self, cam, header, rgb, result, want_conf: bool, inference_ms: float,
+                         batched: bool, cfg: NodeConfig) -> None:
+        h, w = rgb.shape[:2]
         labels = result.labels
-        self._publish(self._pub_labels, labels, "mono8", header)
+        self._publish(cam.pubs["labels"], labels, "mono8", header)
         stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
         e2e_ms = ((self.get_clock().now().nanoseconds - stamp_ns) / 1e6) if stamp_ns else None
         stale = e2e_ms is not None and abs(e2e_ms) > STALE_STAMP_S * 1000.0
 
-        want_color = cfg.publish_color and self._pub_color.get_subscription_count() > 0
-        want_overlay = cfg.publish_overlay and self._pub_overlay.get_subscription_count() > 0
-        counts = {"processed": 1}
-        self._publish_extras(labels, header, (w, h), counts)
+        want_color = cfg.publish_color and cam.pubs["color"].get_subscription_count() > 0
+        want_overlay = cfg.publish_overlay and cam.pubs["overlay"].get_subscription_count() > 0
+        counts = {"processed": 1, "batched": int(batched)}
+        self._publish_extras(cam, labels, header, (w, h), counts)
         if want_color or want_overlay:
-            color = self._colorizer.colorize(labels, out=self._buffer("color", (h, w, 3)))
+            color = self._colorizer.colorize(labels, out=self._buffer(cam, "color", (h, w, 3)))
             counts["color_computed"] = 1
             if want_color:
-                self._publish(self._pub_color, color, "rgb8", header)
+                self._publish(cam.pubs["color"], color, "rgb8", header)
                 counts["color_published"] = 1
             if want_overlay:
                 # no labels= mask: the segmenter's argmax never outputs 255 (unlabeled), so the
                 # per-pixel ignore test would be pure overhead (640x480: 2.0 ms with it, 0.14 ms
                 # without, measured on 2 busy cores)
                 blend = visualize.overlay(rgb, color, cfg.overlay_alpha,
-                                          out=self._buffer("overlay", (h, w, 3)))
-                self._publish(self._pub_overlay, blend, "rgb8", header)
+                                          out=self._buffer(cam, "overlay", (h, w, 3)))
+                self._publish(cam.pubs["overlay"], blend, "rgb8", header)
                 counts["overlay_published"] = 1
         if want_conf and result.confidence is not None:
             conf = visualize.confidence_to_image(result.confidence)
-            self._publish(self._pub_confidence, conf, "32FC1", header)
+            self._publish(cam.pubs["confidence"], conf, "32FC1", header)
             counts["confidence_published"] = 1
-        with self._stats.lock:
+        stats = cam.stats
+        with stats.lock:
             for k, v in counts.items():
-                setattr(self._stats, k, getattr(self._stats, k) + v)
-            self._stats.inference_ms.append(inference_ms)
+                setattr(stats, k, getattr(stats, k) + v)
+            stats.inference_ms.append(inference_ms)
             if stale:
-                self._stats.stale_stamps += 1
+                stats.stale_stamps += 1
             elif e2e_ms is not None:
-                self._stats.e2e_ms.append(e2e_ms)
+                stats.e2e_ms.append(e2e_ms)
 
     def callback_failed(self, exc: BaseException) -> None:
         """Count and log (throttled) an exception that escaped a callback of the executor, e.g.
-        rclpy's own parameter service on a malformed request; :func:`main` then goes on spinning."""
+        rclpy's own parameter service on a malformed request; :func:`main` then goes on spinning.
+        Node-wide: every camera's diagnostics show it."""
         where = ""
         frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ is not None else []
         if frames:
             last = frames[-1]
             where = f" (in {last.name}, {Path(last.filename).name}:{last.lineno})"
         reason = f"{type(exc).__name__}: {exc}{where}"
-        with self._stats.lock:
-            self._stats.callback_errors += 1
-            self._stats.last_callback_error = reason
+        with self._node_stats.lock:
+            self._node_stats.callback_errors += 1
+            self._node_stats.last_callback_error = reason
         self.get_logger().error(f"a callback failed and was skipped, the node goes on: {reason}",
                                 throttle_duration_sec=2.0)
 
@@ -574,30 +655,74 @@ class SegNode(LifecycleNode):
         return self._cfg
 
     @property
+    def cameras(self) -> list[str]:
+        """The camera keys ("" for the single camera), in the order of the ``cameras`` parameter."""
+        return [p.key for p in self._plan]
+
+    def _snapshot(self, cam) -> dict:
+        snap = cam.stats.snapshot() if cam is not None else _Stats().snapshot()
+        with self._node_stats.lock:
+            snap["callback_errors"] = self._node_stats.callback_errors
+            snap["last_callback_error"] = self._node_stats.last_callback_error
+        return snap
+
+    def camera_stats(self, key: str = "") -> dict:
+        """One camera's counters (see :attr:`stats`); ``key`` is its namespace ("" for the single
+        camera).  KeyError for an unknown key."""
+        for cam in self._cameras:
+            if cam.key == key:
+                return self._snapshot(cam)
+        raise KeyError(f"no camera {key!r}; the cameras are {self.cameras}")
+
+    @property
     def stats(self) -> dict:
         """A snapshot of the counters: received, processed, dropped, rejected, inference_errors,
-        color_computed, color/overlay/confidence_published, stale_stamps, callback_errors, latency
-        windows and last reasons."""
-        return self._stats.snapshot()
+        batched, color_computed, color/overlay/confidence_published, stale_stamps, callback_errors,
+        latency windows and last reasons.  With several cameras the counters and windows are
+        summed over them (:meth:`camera_stats` gives one camera's)."""
+        snaps = [self._snapshot(c) for c in self._cameras] or [self._snapshot(None)]
+        if len(snaps) == 1:
+            return snaps[0]
+        total = dict(snaps[0])
+        for s in snaps[1:]:
+            for k in _Stats.COUNTERS:
+                if k != "callback_errors":
+                    total[k] += s[k]
+            total["inference_ms"] = total["inference_ms"] + s["inference_ms"]
+            total["e2e_ms"] = total["e2e_ms"] + s["e2e_ms"]
+            for k in ("last_rejection", "last_error"):
+                total[k] = total[k] or s[k]
+        return total
 
-    def diagnostic_status(self):
-        """The current ``DiagnosticStatus`` (rates over the time since the previous call)."""
+    def diagnostic_status(self, camera: str | None = None):
+        """The current ``DiagnosticStatus`` of a camera (the first by default; rates over the time
+        since that camera's previous status)."""
         from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-        snap = self._stats.snapshot()
+        cam = self._cameras[0] if camera is None else next(
+            (c for c in self._cameras if c.key == camera), None)
+        if cam is None:
+            raise KeyError(f"no camera {camera!r}; the cameras are {self.cameras}")
+        snap = self._snapshot(cam)
         now = time.monotonic()
-        level, message, values, self._diag_last = summarize(
-            snap, self._diag_last, now, input_topic=self.input_topic, trailer=[
-                ("lifecycle state", self.lifecycle_state),
-                ("backend", self.segmenter.description),
-                ("tensorrt engine", self.segmenter.engine_note or "not used"),
-                ("device", self.segmenter.device),
-                ("model", self.model_path),
-                ("input topic", self.input_topic),
-            ])
+        trailer = [
+            ("lifecycle state", self.lifecycle_state),
+            ("backend", self.segmenter.description),
+            ("tensorrt engine", self.segmenter.engine_note or "not used"),
+            ("device", self.segmenter.device),
+            ("model", self.model_path),
+            ("input topic", cam.input_topic),
+        ]
+        if cam.key:
+            trailer += [("camera", cam.key), ("cameras in this node", str(len(self._cameras))),
+                        ("batched inference", "yes" if self.segmenter.batchable else
+                         "no (this backend / model file takes no batch)")]
+        level, message, values, cam.diag_last = summarize(
+            snap, cam.diag_last, now, input_topic=cam.input_topic, trailer=trailer)
         st = DiagnosticStatus()
         ns = self.get_namespace().strip("/")
-        st.name = f"{ns + '/' if ns else ''}{self.get_name()}: segmentation"
+        st.name = f"{ns + '/' if ns else ''}{self.get_name()}: segmentation" + (
+            f" {cam.key}" if cam.key else "")
         st.hardware_id = self.segmenter.device
         st.level = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN,
                     "ERROR": DiagnosticStatus.ERROR}[level]
@@ -610,7 +735,7 @@ class SegNode(LifecycleNode):
 
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [self.diagnostic_status()]
+        arr.status = [self.diagnostic_status(c.key) for c in self._cameras]
         self._pub_diag.publish(arr)
 
 

@@ -30,7 +30,7 @@ class _Stats:
     COUNTERS = ("received", "processed", "dropped", "rejected", "inference_errors",
                 "color_computed", "color_published", "overlay_published", "confidence_published",
                 "camera_info_published", "labels_compressed_published", "groups_published",
-                "groups_color_published", "stale_stamps", "callback_errors")
+                "groups_color_published", "stale_stamps", "callback_errors", "batched")
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -111,6 +111,7 @@ def summarize(snap: dict, last: tuple, now: float, input_topic: str, trailer: li
         ("frames processed", str(snap["processed"])),
         ("frames dropped", str(snap["dropped"])),
         ("frames rejected", str(snap["rejected"])),
+        ("frames batched", str(snap.get("batched", 0))),
         ("inference errors", str(snap["inference_errors"])),
         ("stale stamps", str(snap["stale_stamps"])),
         ("callback errors", str(snap["callback_errors"])),

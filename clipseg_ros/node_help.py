@@ -36,7 +36,8 @@ class Topic:
 TOPICS: tuple[Topic, ...] = (
     Topic("in", "image", "sensor_msgs/Image",
           "the camera (rgb8, bgr8, rgba8, bgra8, mono8, mono16, bayer, yuv422); "
-          "remap it: -r image:=/camera/image_raw"),
+          "remap it: -r image:=/camera/image_raw.  With the cameras parameter: each listed "
+          "topic instead, and each camera's outputs below go under ~/<camera>/ (its namespace)"),
     Topic("in", "image/compressed", "sensor_msgs/CompressedImage",
           "instead of image when input_compressed is true (jpeg / png)"),
     Topic("in", "camera_info", "sensor_msgs/CameraInfo",
@@ -67,6 +68,8 @@ EXAMPLES = (
     ("your model on a GPU, in namespace /front, with the shipped parameters file",
      f"{PROG} --ros-args --params-file config/params.yaml -r __ns:=/front "
      f"-r image:=/front/image_raw -p model:=/path/to/model.clipseg -p device:=cuda"),
+    ("two cameras, one model: outputs on /seg_node/front/labels and /seg_node/rear/labels",
+     f"{PROG} --ros-args -p cameras:=\"['/front/image_raw', '/rear/image_raw']\""),
 )
 
 _HELP_FLAGS = ("-h", "--help")

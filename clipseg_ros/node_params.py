@@ -85,6 +85,11 @@ PARAMETERS: tuple[_Param, ...] = (
     _Param("label_groups", "", _T.PARAMETER_STRING,
            "YAML file mapping model classes to groups for ~/groups and ~/groups/color; "
            "empty = no groups", read_only=True, constraints="path or empty"),
+    _Param("cameras", Parameter.Type.STRING_ARRAY, _T.PARAMETER_STRING_ARRAY,
+           "Image topics of several cameras served by one model (per-camera mailboxes, outputs "
+           "under ~/<camera>/ where <camera> is the topic's namespace: /front/image_raw -> "
+           "~/front/labels; frames ready together are batched); unset or [] = the single image "
+           "topic", read_only=True, constraints="distinct topics in distinct namespaces"),
 )
 PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
 _BY_NAME = {p.name: p for p in PARAMETERS}
@@ -114,6 +119,7 @@ class NodeConfig:
     max_image_pixels: int = 0
     label_groups: str = ""
     autostart: bool = True
+    cameras: tuple = field(default_factory=tuple)
 
     def model_path(self) -> Path:
         return Path(self.model).expanduser() if self.model else DEFAULT_MODEL
@@ -148,6 +154,16 @@ def validate_parameter(name: str, value, num_classes: int | None = None) -> str 
         bad = [v for v in vals if not 0 <= int(v) <= 255]
         if bad:
             return f"palette values must be in 0..255, got {bad[:3]}"
+    elif name == "cameras":
+        vals = list(value or [])
+        for i, v in enumerate(vals):
+            if not isinstance(v, str) or not v.strip():
+                return f"cameras[{i}] is {v!r}, not an image topic name"
+        seen = {}
+        for i, v in enumerate(vals):
+            if v.strip() in seen:
+                return f"cameras[{i}] {v!r} repeats cameras[{seen[v.strip()]}]"
+            seen[v.strip()] = i
     elif spec.float_range is not None:
         lo, hi = spec.float_range
         if not isinstance(value, (int, float)) or math.isnan(value) or not lo <= value <= hi:

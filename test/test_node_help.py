@@ -61,7 +61,7 @@ def test_help_prints_usage_without_a_ros_context(flag, tmp_path):
     assert "Subscribes:" in out and "Publishes:" in out
     for t in node_help.TOPICS:
         assert re.search(rf"^  {re.escape(t.name)} +{re.escape(t.msg_type)}$", out, re.M), t.name
-    assert out.count("\n  seg_node --ros-args") == 2       # two example command lines
+    assert out.count("\n  seg_node --ros-args") == 3       # three example command lines
     assert not (tmp_path / "logs").exists() or not any((tmp_path / "logs").iterdir())
     assert seconds < 20.0, seconds
     # the control: the same environment breaks a real start in rclpy.init
