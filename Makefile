@@ -27,7 +27,7 @@ SOAK_BAG ?= outputs/soak_bag_640x480_30hz
 SOAK_LOOPS ?= 36
 SOAK_OUT ?= outputs/soak
 
-.PHONY: venv test lint colcon-check demo bench soak clean-venv
+.PHONY: venv test lint colcon-check demo bench bench-cameras soak clean-venv
 
 venv: $(STAMP)
 
@@ -60,6 +60,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/clipseg-bench $(BENCH_ARGS)
+
+# several cameras: one seg_node serving 2 and 3 cameras at 15 Hz against one node per camera
+bench-cameras: $(STAMP)
+	$(PY) -m clipseg_ros.bench.cameras $(BENCH_CAMERAS_ARGS)
 
 soak: $(STAMP)
 	@test -d $(SOAK_BAG) || $(VENV)/bin/clipseg-bag-eval make-bag $(CAMVID_ROOT) $(SOAK_BAG) --split val \
