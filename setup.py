@@ -81,6 +81,7 @@ setup(
             "clipseg-train = clipseg_training.train:main",
             "clipseg-eval = clipseg_training.evaluate:main",
             "clipseg-export = clipseg_training.export:main",
+            "clipseg-quantize = clipseg_ros.quantize:main",
         ],
     },
 )

@@ -8,7 +8,10 @@ A ``.clipseg`` file is a zip archive (inspect it with ``unzip -l``) holding
 - ``weights.pt`` – the deploy network's state dict (textual classifier T baked in as a buffer;
   training-only heads removed), loaded with ``torch.load(weights_only=True)``;
 - ``model.onnx`` – the same deploy graph for ONNX Runtime (optional), so a robot without PyTorch
-  can run the model.
+  can run the model;
+- ``model_int8.onnx`` – optional: the graph statically quantized for CPUs (ONNX Runtime QDQ,
+  per-channel int8 weights), added by ``python -m clipseg_ros.quantize``; ``meta.json``'s ``int8``
+  entry records how it was made and its own measured val mIoU next to fp32's.
 
 Reading needs only the standard library (plus torch for the PyTorch weights, onnxruntime for
 the ONNX graph).  Opening a file checks the ONNX graph against the metadata too: the class count
@@ -35,6 +38,7 @@ FORMAT_VERSION = 1
 META_NAME = "meta.json"
 WEIGHTS_NAME = "weights.pt"
 ONNX_NAME = "model.onnx"
+INT8_NAME = "model_int8.onnx"
 ONNX_INPUT = "image"
 ONNX_OUTPUTS = ("labels", "confidence")
 # Floating tensors bigger than this are stored as float16 when ``compact=True``.
@@ -63,6 +67,7 @@ class ModelMeta:
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
     members: dict = field(default_factory=dict)      # member name -> sha256
+    int8: dict | None = None                          # the int8 member's record (quantize.py)
 
     @property
     def num_classes(self) -> int:
@@ -74,6 +79,7 @@ class ModelMeta:
             "class_names": self.class_names, "palette": self.palette, "input_size": self.input_size,
             "mean": self.mean, "std": self.std, "ignore_index": self.ignore_index,
             "provenance": self.provenance, "members": self.members,
+            **({"int8": self.int8} if self.int8 is not None else {}),
         }
 
 
@@ -119,12 +125,23 @@ def validate_meta(meta: dict, path) -> ModelMeta:
     if size is not None and not (isinstance(size, list) and len(size) == 2
                                  and all(isinstance(v, int) and 16 <= v <= 8192 for v in size)):
         fail(f"input_size must be null or [height, width] with 16..8192 pixels each, got {size!r}")
+    int8 = meta.get("int8")
+    if int8 is not None:
+        if not isinstance(int8, dict) or int8.get("member") != INT8_NAME:
+            fail(f"'int8' must be an object naming its member {INT8_NAME!r}, got {int8!r}")
+        for key in ("val_miou", "fp32_val_miou"):
+            v = int8.get(key)
+            if v is not None and not (isinstance(v, (int, float)) and 0 <= v <= 100):
+                fail(f"int8.{key} must be null or a mIoU in 0..100, got {v!r}")
+        if INT8_NAME not in (meta.get("members") or {}):
+            fail(f"'int8' describes {INT8_NAME} but members does not list it")
     return ModelMeta(
         arch=arch, class_names=list(names), palette=[list(c) for c in palette],
         input_size=list(size) if size else None, mean=[float(v) for v in meta["mean"]],
         std=[float(v) for v in meta["std"]], ignore_index=int(meta.get("ignore_index", IGNORE_INDEX)),
         provenance=dict(meta.get("provenance") or {}), format=meta["format"],
         format_version=version, members=dict(meta.get("members") or {}),
+        int8=dict(int8) if int8 is not None else None,
     )
 
 
@@ -231,11 +248,16 @@ def onnx_num_classes(onnx_bytes: bytes) -> tuple[int, str, list[int]]:
         op, inputs = node["op"], node["input"]
         if op == "Conv":
             weight = inputs[1] if len(inputs) > 1 else ""
+            # a quantized (QDQ) graph feeds the weight through DequantizeLinear from an int8 constant
+            dq = producer.get(weight)
+            if weight not in shapes and dq is not None and dq["op"] == "DequantizeLinear":
+                weight = dq["input"][0]
             dims = shapes.get(weight)
             if not dims:
                 raise ValueError(f"the classifier Conv's weight {weight!r} is not a constant of the graph")
             return int(dims[0]), weight, list(dims)
-        if op in ("Resize", "Upsample", "Identity", "Cast", "Softmax", "LogSoftmax", "Relu"):
+        if op in ("Resize", "Upsample", "Identity", "Cast", "Softmax", "LogSoftmax", "Relu",
+                  "QuantizeLinear", "DequantizeLinear"):
             tensor = inputs[0]
         elif op in ("Add", "Sub", "Mul", "Div") and len(inputs) == 2:
             variable = [t for t in inputs if t not in shapes]
@@ -263,7 +285,8 @@ class ModelFile:
                 names = set(zf.namelist())
                 if META_NAME not in names:
                     raise ModelFileError(self.path, f"archive has no {META_NAME}; not a clipseg model")
-                raw = {name: zf.read(name) for name in (META_NAME, WEIGHTS_NAME, ONNX_NAME) if name in names}
+                raw = {name: zf.read(name) for name in (META_NAME, WEIGHTS_NAME, ONNX_NAME, INT8_NAME)
+                       if name in names}
         except ModelFileError:
             raise
         except (zipfile.BadZipFile, EOFError, OSError, zipfile.LargeZipFile) as exc:
@@ -286,18 +309,26 @@ class ModelFile:
         self.onnx_bytes: bytes | None = raw.get(ONNX_NAME)
         if self.onnx_bytes is not None:
             self._check_onnx_classes()
+        self.int8_bytes: bytes | None = None
+        if INT8_NAME in raw:
+            if INT8_NAME not in self.meta.members or self.meta.int8 is None:
+                raise ModelFileError(self.path, f"member {INT8_NAME} is not described in {META_NAME} "
+                                     f"(no sha256 in 'members' or no 'int8' entry): refusing an "
+                                     f"unverified graph")
+            self.int8_bytes = raw[INT8_NAME]
+            self._check_onnx_classes(INT8_NAME, self.int8_bytes)
 
-    def _check_onnx_classes(self) -> None:
+    def _check_onnx_classes(self, member: str = ONNX_NAME, data: bytes | None = None) -> None:
         """The ONNX graph must output as many classes as the metadata names (the PyTorch weights
         are checked against the architecture when they are loaded)."""
         try:
-            k, weight, dims = onnx_num_classes(self.onnx_bytes)
+            k, weight, dims = onnx_num_classes(self.onnx_bytes if data is None else data)
         except ValueError as exc:
-            raise ModelFileError(self.path, f"{ONNX_NAME} cannot be checked against {META_NAME}: {exc}") from None
+            raise ModelFileError(self.path, f"{member} cannot be checked against {META_NAME}: {exc}") from None
         want = self.meta.num_classes
         if k != want:
             raise ModelFileError(
-                self.path, f"{ONNX_NAME} outputs {k} classes (classifier {weight} has shape {dims}) but "
+                self.path, f"{member} outputs {k} classes (classifier {weight} has shape {dims}) but "
                 f"{META_NAME} describes {want} (class_names, palette, "
                 f"arch.num_classes={self.meta.arch.get('num_classes')})")
 

@@ -184,7 +184,7 @@ class SegNode(LifecycleNode):
             self._release()
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f"configured: {self.model_path} ({self.num_classes} classes, "
-                               f"{self.segmenter.description})")
+                               f"{self.segmenter.description}; precision {self.segmenter.precision_note})")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -708,6 +708,7 @@ class SegNode(LifecycleNode):
         trailer = [
             ("lifecycle state", self.lifecycle_state),
             ("backend", self.segmenter.description),
+            ("precision", f"{self.segmenter.precision} ({self.segmenter.precision_note})"),
             ("tensorrt engine", self.segmenter.engine_note or "not used"),
             ("device", self.segmenter.device),
             ("model", self.model_path),

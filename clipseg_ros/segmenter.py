@@ -27,7 +27,9 @@ from .devices import cuda_available as _cuda_available
 from .model_file import ONNX_INPUT, ONNX_OUTPUTS, ModelFile, ModelFileError
 
 BACKENDS = ("auto", "torch", "onnxruntime")
-PRECISIONS = ("fp32", "fp16")
+#: auto: fp32, except on a CPU with ONNX Runtime when the file's int8 graph is within
+#: ``quantize.AUTO_MAX_MIOU_DROP`` mIoU of fp32 (its own record) and measures faster here.
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
 
 
 class SegmenterConfigError(ValueError):
@@ -200,7 +202,7 @@ class Segmenter:
     """
 
     def __init__(self, model_path, device: str = "auto", backend: str = "auto",
-                 precision: str = "fp32", threads: int | None = None,
+                 precision: str = "auto", threads: int | None = None,
                  trt_cache_dir: str | None = None, ort_spinning: bool = False, log=None):
         """``log``: a callable for start-up notices (the node passes its logger), e.g. that a
         TensorRT engine is being built."""
@@ -214,10 +216,28 @@ class Segmenter:
         self.device = resolve_device(device)
         if precision == "fp16" and not self.device.startswith("cuda"):
             raise SegmenterConfigError("precision fp16 needs a CUDA device (device is cpu)")
-        self.precision = precision
+        self.requested_precision = precision
+        #: why this precision (auto's choice, with the numbers it was made on)
+        self.precision_note = "" if precision == "auto" else "as requested"
         if backend == "auto":
             backend = self._auto_backend()
-        if backend == "torch":
+        if precision == "auto":
+            precision, self.precision_note = self._auto_precision(backend, threads)
+        elif precision == "int8":
+            self._check_int8(backend)
+        self.precision = precision
+        if backend == "onnxruntime" and precision == "int8":
+            try:
+                self._backend = OnnxBackend(self.model.int8_bytes, self.device, "fp32", threads,
+                                            source=self.model.path, spin=ort_spinning, log=log)
+            except ModelFileError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - ORT's InvalidGraph, Fail, ... for a bad member
+                from .model_file import INT8_NAME
+
+                raise ModelFileError(self.model.path, f"member {INT8_NAME} cannot be loaded by ONNX "
+                                     f"Runtime ({type(exc).__name__}: {exc})") from None
+        elif backend == "torch":
             self._backend = TorchBackend(self.model.build_network(), self.meta.mean, self.meta.std,
                                          self.device, precision, threads)
         else:
@@ -228,6 +248,51 @@ class Segmenter:
         self.palette = np.asarray(self.meta.palette, dtype=np.uint8)
         self.input_size = tuple(self.meta.input_size) if self.meta.input_size else None
         self._resized: np.ndarray | None = None
+
+    def _check_int8(self, backend: str) -> None:
+        from .model_file import INT8_NAME
+
+        if self.device.startswith("cuda"):
+            raise SegmenterConfigError("precision int8 is for CPUs (the int8 graph runs on ONNX Runtime's "
+                                       "CPU provider); on CUDA use fp32 or fp16")
+        if backend != "onnxruntime":
+            raise SegmenterConfigError(f"precision int8 needs backend onnxruntime (got {backend})")
+        if self.model.int8_bytes is None:
+            raise SegmenterConfigError(
+                f"precision int8: model file {self.model_path} has no {INT8_NAME} member; add one with "
+                f"python -m clipseg_ros.quantize {self.model_path.name} --calib <images>")
+
+    def _auto_precision(self, backend: str, threads: int | None) -> tuple[str, str]:
+        """auto: (precision, why)."""
+        if self.device.startswith("cuda"):
+            return "fp32", "auto: fp32 on CUDA (fp16 on request)"
+        if backend != "onnxruntime":
+            return "fp32", f"auto: fp32 (int8 needs the onnxruntime backend, not {backend})"
+        rec = self.meta.int8
+        if self.model.int8_bytes is None or rec is None:
+            return "fp32", "auto: fp32 (the model file has no int8 graph)"
+        from .quantize import AUTO_MAX_MIOU_DROP, time_graphs
+
+        m8, m32 = rec.get("val_miou"), rec.get("fp32_val_miou")
+        if m8 is None or m32 is None:
+            return "fp32", "auto: fp32 (the file records no val mIoU for its int8 graph)"
+        if m32 - m8 > AUTO_MAX_MIOU_DROP:
+            return "fp32", (f"auto: fp32 (int8 val mIoU {m8:.2f} is {m32 - m8:.2f} below fp32's {m32:.2f}; "
+                            f"more than {AUTO_MAX_MIOU_DROP})")
+        h, w = self.meta.input_size or (256, 256)
+        frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        try:
+            ms = time_graphs({"fp32": self.model.onnx_bytes, "int8": self.model.int8_bytes}, frame,
+                             threads or 0, rounds=10)
+        except Exception as exc:  # noqa: BLE001 - a bad member: say so where int8 is asked for
+            from .model_file import INT8_NAME
+
+            raise ModelFileError(self.model.path, f"member {INT8_NAME} cannot be run by ONNX Runtime "
+                                 f"({type(exc).__name__}: {exc})") from None
+        faster = ms["int8"] < ms["fp32"]
+        return ("int8" if faster else "fp32"), (
+            f"auto: {'int8' if faster else 'fp32'} (int8 val mIoU {m8:.2f} vs fp32 {m32:.2f}; measured "
+            f"here {ms['int8']:.1f} ms int8 vs {ms['fp32']:.1f} ms fp32)")
 
     def _auto_backend(self) -> str:
         have_ort = self.model.onnx_bytes is not None
