@@ -4,7 +4,8 @@
                                    [--calib-count 300] [--min-agreement 0.9]
 
 ONNX Runtime static quantization of the file's ``model.onnx``: QDQ format, per-channel int8
-weights, uint8 activations, MinMax calibration on ``--calib-count`` frames (resized whole frames
+weights, uint8 activations, MinMax (or ``--calibration percentile | entropy``) calibration on
+``--calib-count`` frames (resized whole frames
 as the node feeds them, and random crops of them resized likewise: "training crops"), from a
 folder of images (e.g. CamVid's train images) or a bag.  Only Conv layers are quantized; the
 graph's preprocessing, upsampling and argmax stay float.  Then the graph is checked:
@@ -99,8 +100,14 @@ def calibration_frames(images: list[np.ndarray], input_hw, count: int, seed: int
     return out
 
 
-def quantize_graph(fp32_onnx: bytes, frames: list[np.ndarray]) -> bytes:
-    """The QDQ int8 graph of ``fp32_onnx`` calibrated on ``frames`` (uint8 HxWx3 at input size)."""
+CALIBRATIONS = ("minmax", "percentile", "entropy")
+
+
+def quantize_graph(fp32_onnx: bytes, frames: list[np.ndarray], calibration: str = "minmax") -> bytes:
+    """The QDQ int8 graph of ``fp32_onnx`` calibrated on ``frames`` (uint8 HxWx3 at input size),
+    activation ranges by ``calibration`` (minmax, percentile = 99.999th, entropy)."""
+    if calibration not in CALIBRATIONS:
+        raise QuantizeError(f"calibration {calibration!r} is not one of {', '.join(CALIBRATIONS)}")
     try:
         from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                               QuantType, quantize_static)
@@ -125,7 +132,10 @@ def quantize_graph(fp32_onnx: bytes, frames: list[np.ndarray]) -> bytes:
             pre = src
         quantize_static(str(pre), str(dst), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=["Conv"], calibrate_method=CalibrationMethod.MinMax)
+                        op_types_to_quantize=["Conv"],
+                        calibrate_method={"minmax": CalibrationMethod.MinMax,
+                                          "percentile": CalibrationMethod.Percentile,
+                                          "entropy": CalibrationMethod.Entropy}[calibration])
         return dst.read_bytes()
 
 
@@ -195,7 +205,7 @@ def _val_miou(graphs: dict, bag: Path, meta, threads: int) -> dict:
 
 def add_int8_member(model: Path, out: Path, calib: Path, *, count: int = 300, val_bag: Path | None = None,
                     min_agreement: float = MIN_AGREEMENT, threads: int = 2, seed: int = 0,
-                    log=print) -> dict:
+                    calibration: str = "minmax", log=print) -> dict:
     """Quantize ``model``'s graph, check it, and write ``out`` = the model file plus the int8
     member.  Returns the ``int8`` metadata entry.  Raises QuantizeError / ModelFileError."""
     mf = ModelFile(model)
@@ -211,7 +221,7 @@ def add_int8_member(model: Path, out: Path, calib: Path, *, count: int = 300, va
     frames = calibration_frames(calib_images, meta.input_size, count, seed)
     log(f"calibrating on {len(frames)} frames ({len(calib_images)} images from {Path(calib).name})")
     t0 = time.perf_counter()
-    int8 = quantize_graph(mf.onnx_bytes, frames)
+    int8 = quantize_graph(mf.onnx_bytes, frames, calibration)
     log(f"quantized in {time.perf_counter() - t0:.1f} s")
     check = calibration_frames(held, meta.input_size, len(held), seed + 1)
     s8, s32 = _session(int8, threads), _session(mf.onnx_bytes, threads)
@@ -235,8 +245,8 @@ def add_int8_member(model: Path, out: Path, calib: Path, *, count: int = 300, va
             f"{min_agreement}): not written")
     entry = {
         "member": INT8_NAME,
-        "quantization": "onnxruntime static, QDQ, per-channel int8 weights, uint8 activations, "
-                        "MinMax calibration, Conv layers",
+        "quantization": f"onnxruntime static, QDQ, per-channel int8 weights, uint8 activations, "
+                        f"{calibration} calibration, Conv layers",
         "calibration_frames": len(frames), "calibration_source": Path(calib).name,
         "agreement_with_torch": None if agree_torch is None else round(agree_torch, 5),
         "agreement_with_fp32_onnx": round(agree_onnx, 5), "agreement_frames": len(check),
@@ -273,6 +283,8 @@ def main(argv=None) -> int:
     ap.add_argument("--val-bag", type=Path, default=None, help="a labelled bag to measure both mIoUs on")
     ap.add_argument("--out", type=Path, default=None, help="output file (default: replace MODEL)")
     ap.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT)
+    ap.add_argument("--calibration", choices=CALIBRATIONS, default="minmax",
+                    help="how activation ranges are set (default minmax)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     if args.calib_count < 1:
@@ -280,7 +292,8 @@ def main(argv=None) -> int:
         return 2
     try:
         entry = add_int8_member(args.model, args.out or args.model, args.calib, count=args.calib_count,
-                                val_bag=args.val_bag, min_agreement=args.min_agreement, threads=args.threads)
+                                val_bag=args.val_bag, min_agreement=args.min_agreement, threads=args.threads,
+                                calibration=args.calibration)
     except (QuantizeError, ModelFileError) as exc:
         print(f"quantize: {exc}", file=sys.stderr)
         return 1
