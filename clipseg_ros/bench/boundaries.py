@@ -23,17 +23,10 @@ from pathlib import Path
 import cv2
 
 from ..machine import latency_summary, machine_info
-from .catalogue import PACKAGED_DEFAULT
+from .catalogue import PACKAGED_DEFAULT, REPO, shown_path
 
-REPO = Path(__file__).resolve().parents[2]
 DEFAULT_BAG = REPO / "data" / "sample_bag" / "camvid_val_sample"
 MODES = ("labels", "logits")
-
-
-def _shown(path) -> str:
-    """``path`` relative to the repository when it lies inside it (results files carry no machine paths)."""
-    p = Path(path).resolve()
-    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(path)
 
 
 def evaluate(model: str | Path, bag: str | Path, threads: int = 2, limit: int | None = None,
@@ -91,7 +84,7 @@ def evaluate(model: str | Path, bag: str | Path, threads: int = 2, limit: int | 
             frames_done += 1
     if not frames_done:
         raise SystemExit(f"bag {bag}: no frame has a ground-truth label; nothing to compare")
-    out = {"model": _shown(model), "bag": _shown(bag), "frames": frames_done,
+    out = {"model": shown_path(model), "bag": shown_path(bag), "frames": frames_done,
            "model_input_size": meta.input_size, "frame_size": [int(h), int(w)],
            "machine": machine_info(threads), "modes": {}}
     for mode in MODES:

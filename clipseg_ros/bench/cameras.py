@@ -32,17 +32,11 @@ from pathlib import Path
 
 from ..machine import latency_summary, loadavg, machine_info
 from ..processes import NodeProcess, StopSignals, node_command, proc_status
-from .catalogue import PACKAGED_DEFAULT, BenchError
+from .catalogue import PACKAGED_DEFAULT, REPO, BenchError, shown_path
 
-REPO = Path(__file__).resolve().parents[2]
 DEFAULT_BAG = REPO / "data" / "sample_bag" / "camvid_val_sample"
 DEFAULT_OUT = REPO / "docs" / "bench"
 SETUPS = ("one node", "one node, batched", "N nodes")
-
-
-def _shown(path) -> str:
-    p = Path(path).resolve()
-    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else Path(path).name
 
 
 def batchable_copy(model: Path, dst: Path) -> Path:
@@ -165,7 +159,7 @@ def run_setup(setup: str, n: int, model: Path, frames: list, opts, work: Path, l
                                  work / f"{setup.replace(' ', '_').replace(',', '')}_{n}.log"))
         labels_topics = [f"/{name}/{k}/labels" for k in keys]
     feeder = Feeder(tag)
-    row = {"setup": setup, "cameras": n, "processes": len(procs), "model": _shown(model),
+    row = {"setup": setup, "cameras": n, "processes": len(procs), "model": shown_path(model),
            "rate_hz": opts.rate, "phase": opts.phase, "seconds": opts.seconds, "threads": opts.threads,
            "status": "error"}
     try:
@@ -382,12 +376,12 @@ def run(opts, log=print) -> dict:
                 use = batch_model if setup == "one node, batched" else model
                 rows.append(run_setup(setup, n, use, frames, opts, work, log))
                 if rows[-1]["status"] == "ok" and setup == "one node, batched":
-                    rows[-1]["model"] = _shown(model) + " (re-exported, dynamic batch)"
+                    rows[-1]["model"] = shown_path(model) + " (re-exported, dynamic batch)"
     return {
         "command": "python -m clipseg_ros.bench.cameras " + " ".join(
-            _shown(a) if Path(a).is_absolute() else a for a in opts.argv),
+            shown_path(a) if Path(a).is_absolute() else a for a in opts.argv),
         "commit": opts.commit or _commit(), "machine": machine_info(opts.threads),
-        "model": _shown(model), "model_batchable": _dynamic_batch(mf),
+        "model": shown_path(model), "model_batchable": _dynamic_batch(mf),
         "frame_size": list(frames[0].shape[:2]), "rate_hz": opts.rate, "phase": opts.phase,
         "seconds": opts.seconds, "warmup": opts.warmup, "threads": opts.threads, "rows": rows,
     }

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..conventions import DEFAULT_MODEL
 from ..segmenter import BACKENDS
@@ -14,6 +15,14 @@ QUICK_MODELS = "default,default-native,mobilenetv2,lraspp"
 TEXT_DIM = 1024                        # CLIP RN50 text width
 REFERENCE_SIZE = "480x360"             # where default / LRASPP is compared
 PACKAGED_DEFAULT = DEFAULT_MODEL
+REPO = Path(__file__).resolve().parents[2]
+
+
+def shown_path(path) -> str:
+    """``path`` relative to the repository when it lies inside it, else its name: result files
+    carry no paths of the machine they were made on."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else Path(path).name
 
 
 @dataclass(frozen=True)
