@@ -354,3 +354,29 @@ def test_dataloader_workers_are_reproducible(tmp_path):
 
     first, second = run(), run()
     assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_joined_splits_train_on_train_and_val(tmp_path):
+    """``data.train_split: train+val`` (the shipped model's fixed schedule): both splits, in order,
+    as one dataset; overlapping or malformed joins are errors naming the split."""
+    from clipseg_training.datasets import build_dataset
+
+    root = tiny_camvid(tmp_path / "cv", n=3)
+    tiny_camvid(tmp_path / "cv", n=2, split="val")
+    train, val = build_dataset("camvid", root, "train"), build_dataset("camvid", root, "val")
+    both = build_dataset("camvid", root, "train+val")
+    assert len(both) == len(train) + len(val) == 5
+    assert both.pairs == train.pairs + val.pairs and both.split == "train+val"
+    image, label = both.load(4)
+    want_image, want_label = val.load(1)
+    np.testing.assert_array_equal(image, want_image)
+    np.testing.assert_array_equal(label, want_label)
+    with pytest.raises(DatasetError, match=r"'train\+train'.*distinct"):
+        build_dataset("camvid", root, "train+train")
+    with pytest.raises(DatasetError, match=r"'train\+'"):
+        build_dataset("camvid", root, "train+")
+    # a listing that puts a train image into val too
+    first_train = (root / "train.txt").read_text().splitlines()[0]
+    (root / "val.txt").write_text((root / "val.txt").read_text() + first_train + "\n")
+    with pytest.raises(DatasetError, match=r"is in both 'train' and 'val'"):
+        build_dataset("camvid", root, "train+val")

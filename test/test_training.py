@@ -381,3 +381,18 @@ def test_stage1_on_the_shared_camvid_with_imagenet_weights_and_clip(tmp_path, sh
     e = torch.nn.functional.normalize(torch.from_numpy(np.load(shared_data / REAL_NPZ)["embeddings"]).float(), dim=-1)
     assert e.shape == (11, 1024)
     torch.testing.assert_close(ckpt["net"]["text_guidance.text_embeddings"], e)
+
+
+def test_a_fixed_schedule_on_train_and_val_without_evaluation(tmp_path, camvid_root):
+    """The shipped model's recipe: data.train_split=train+val, no val split, the final checkpoint."""
+    cfg = tiny_config(tmp_path, camvid_root, data__train_split="train+val", data__val_split="",
+                      data__limit_train=0)
+    assert train_main([str(cfg), "--stage", "stage1"]) == 0
+    run = tmp_path / "run" / "stage1"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["iterations"] == 4
+    last = torch.load(run / "last.pt", weights_only=False)
+    assert last["config"]["data"]["train_split"] == "train+val"
+    n_train = len((camvid_root / "train.txt").read_text().split()) // 2
+    assert summary["train_images"] == n_train + _val_size(camvid_root) and summary["val_images"] == 0
+    assert summary["train_split"] == "train+val" and (run / "best.pt").is_file()   # best = the final weights

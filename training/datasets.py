@@ -419,9 +419,36 @@ def build_dataset(name: str, root, split: str, transform: Callable | None = None
     key = str(name).lower()
     if key not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    if "+" in str(split):
+        return _joined(name, root, str(split), transform, classes_file, **kwargs)
     if key == "folder":
         return folder(root, split, classes_file=classes_file, transform=transform, **kwargs)
     return DATASETS[key](root, split, transform=transform, **kwargs)
+
+
+def _joined(name: str, root, split: str, transform, classes_file, **kwargs) -> SegmentationDataset:
+    """``train+val``: the splits one after the other, as one dataset (the final model of a fixed
+    schedule is trained on train and val together).  The splits must have the same classes and
+    label mapping and share no image."""
+    parts = [p.strip() for p in split.split("+")]
+    if any(not p for p in parts) or len(set(parts)) != len(parts):
+        raise DatasetError(f"split {split!r}: give distinct split names joined by '+', e.g. train+val")
+    sets = [build_dataset(name, root, p, transform, classes_file, **kwargs) for p in parts]
+    first = sets[0]
+    seen = {img: parts[0] for img, _ in first.pairs}
+    for part, ds in zip(parts[1:], sets[1:]):
+        same_map = (first.label_map is None and ds.label_map is None) or (
+            first.label_map is not None and ds.label_map is not None
+            and np.array_equal(first.label_map, ds.label_map))
+        if ds.class_names != first.class_names or ds.ignore_index != first.ignore_index or not same_map:
+            raise DatasetError(f"split {split!r}: {part!r} has other classes or label values than {parts[0]!r}")
+        for img, _ in ds.pairs:
+            if img in seen:
+                raise DatasetError(f"split {split!r}: image {img} is in both {seen[img]!r} and {part!r}")
+            seen[img] = part
+        first.pairs.extend(ds.pairs)
+    first.split = split
+    return first
 
 
 # ===================================================================================== validation

@@ -300,6 +300,8 @@ class Trainer:
                 atomic_torch_save(self._best_payload(None), self.out_dir / "best.pt")
         summary = {"stage": self.stage, "iterations": self.total, "best_miou": self.best_miou,
                    "best_iteration": self.best_iter, "train_seconds": round(self.train_seconds, 1),
+                   "train_split": self.cfg["data"]["train_split"], "train_images": len(self.train_set),
+                   "val_images": len(self.val_set) if self.val_set is not None else 0,
                    "history": self.history, "command": " ".join(self.argv), "info": self.info}
         if self.main:
             (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
