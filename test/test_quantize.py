@@ -196,3 +196,15 @@ def test_the_node_runs_the_int8_graph(int8_model):
             SegNode("int8_bad", context=ros.context, parameter_overrides=[
                 Parameter("model", value=str(DEFAULT_MODEL)), Parameter("device", value="cpu"),
                 Parameter("precision", value="int8")])
+
+
+def test_the_model_card_reports_the_int8_record(int8_model):
+    from clipseg_training.model_card import render
+
+    path, entry = int8_model
+    card = render(path)
+    section = card.split("## int8 (CPU)", 1)[1].split("\n## ", 1)[0]
+    assert f"int8 **{entry['val_miou']:.2f}** against fp32 {entry['fp32_val_miou']:.2f}" in section
+    assert f"calibrated on {entry['calibration_frames']} frames" in section
+    assert f"int8 {entry['latency_ms']['int8']:.2f} ms" in section
+    assert "No int8 graph in this file" in render(DEFAULT_MODEL)

@@ -396,3 +396,23 @@ def test_a_fixed_schedule_on_train_and_val_without_evaluation(tmp_path, camvid_r
     n_train = len((camvid_root / "train.txt").read_text().split()) // 2
     assert summary["train_images"] == n_train + _val_size(camvid_root) and summary["val_images"] == 0
     assert summary["train_split"] == "train+val" and (run / "best.pt").is_file()   # best = the final weights
+
+
+def test_export_adds_the_int8_graph(tmp_path, camvid_root):
+    """clipseg-export --int8-calib: the exported file carries a checked int8 graph and its record."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from clipseg_ros.model_file import ModelFile
+    from clipseg_training.export import main as export_main
+
+    cfg = tiny_config(tmp_path, camvid_root, stage1__iters=6)
+    assert train_main([str(cfg), "--stage", "stage1"]) == 0
+    out = tmp_path / "m.clipseg"
+    bag = REPO / "data" / "sample_bag" / "camvid_val_sample"
+    best = str(tmp_path / "run" / "stage1" / "best.pt")
+    assert export_main([best, str(out), "--int8-calib", str(camvid_root / "train"), "--int8-count", "8",
+                        "--int8-val-bag", str(bag)]) == 0
+    mf = ModelFile(out)
+    assert mf.int8_bytes is not None and mf.meta.int8["calibration_frames"] == 8
+    assert mf.meta.int8["val_source"].startswith("camvid_val_sample")
+    assert export_main([best, str(out), "--int8-val-bag", str(bag)]) == 2

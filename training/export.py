@@ -129,7 +129,15 @@ def main(argv=None) -> int:
     parser.add_argument("--no-onnx", action="store_true", help="omit the ONNX graph")
     parser.add_argument("--full-precision", action="store_true", help="store float32 weights (bigger file)")
     parser.add_argument("--sample", help="image file to verify on (default: a synthetic image)")
+    parser.add_argument("--int8-calib", type=Path, default=None, metavar="DIR_OR_BAG",
+                        help="also add the int8 CPU graph, calibrated on these frames (clipseg_ros.quantize)")
+    parser.add_argument("--int8-val-bag", type=Path, default=None, metavar="BAG",
+                        help="with --int8-calib: the labelled bag both graphs' val mIoU is measured on")
+    parser.add_argument("--int8-count", type=int, default=300, help="int8 calibration frames (default 300)")
     args = parser.parse_args(argv)
+    if args.int8_val_bag is not None and args.int8_calib is None:
+        print("clipseg-export: error: --int8-val-bag needs --int8-calib", file=sys.stderr)
+        return 2
     sample = None
     if args.sample:
         import cv2
@@ -144,6 +152,19 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"clipseg-export: error: {exc}", file=sys.stderr)
         return 2
+    if args.int8_calib is not None:
+        from clipseg_ros.model_file import ModelFileError
+        from clipseg_ros.quantize import QuantizeError, add_int8_member
+
+        try:
+            rec = add_int8_member(Path(args.out), Path(args.out), args.int8_calib, count=args.int8_count,
+                                  val_bag=args.int8_val_bag)
+        except (QuantizeError, ModelFileError) as exc:
+            print(f"clipseg-export: error: int8: {exc} ({args.out} was written without an int8 graph)",
+                  file=sys.stderr)
+            return 2
+        print(f"  int8: agreement with PyTorch {rec['agreement_with_torch']}, val mIoU {rec['val_miou']} "
+              f"(fp32 {rec['fp32_val_miou']})")
     size_mb = Path(args.out).stat().st_size / 1e6
     print(f"wrote {args.out} ({size_mb:.1f} MB, {report['classes']} classes, input {report['input_size']})")
     for backend, r in report.get("verify", {}).items():

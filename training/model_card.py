@@ -92,6 +92,27 @@ def _live_lines(live: dict) -> list[str]:
     return out
 
 
+def _int8_lines(rec: dict | None) -> list[str]:
+    """The int8 member's section (clipseg_ros.quantize), from its own record."""
+    if not rec:
+        return ["", "## int8", "", "No int8 graph in this file: `precision: auto` runs fp32 "
+                "(`clipseg-quantize` adds one)."]
+    def num(v):
+        return "n/a" if v is None else f"{v:.2f}"
+
+    lat = rec.get("latency_ms") or {}
+    return ["", "## int8 (CPU)", "",
+            f"- `{rec['member']}`: {rec.get('quantization')}, calibrated on {rec.get('calibration_frames')} "
+            f"frames of `{rec.get('calibration_source')}`; labels agree with PyTorch on "
+            f"{num(100 * rec['agreement_with_torch']) if rec.get('agreement_with_torch') is not None else 'n/a'} % "
+            f"of the pixels of {rec.get('agreement_frames')} held-out frames.",
+            f"- val mIoU: int8 **{num(rec.get('val_miou'))}** against fp32 {num(rec.get('fp32_val_miou'))} "
+            f"({rec.get('val_source') or 'not measured'}).",
+            f"- Latency where it was made ({rec.get('latency_threads')} threads): int8 {num(lat.get('int8'))} ms, "
+            f"fp32 {num(lat.get('fp32'))} ms.  `precision: auto` takes int8 only when the val mIoU is within "
+            f"0.5 of fp32 and int8 measures faster on the robot at start-up; `precision: int8` forces it."]
+
+
 def render(model_path: Path, bench: dict | None = None, live: dict | None = None,
            results: dict | None = None, command: str | None = None, speed_note: str | None = None,
            limits: list[str] | None = None) -> str:
@@ -144,6 +165,7 @@ def render(model_path: Path, bench: dict | None = None, live: dict | None = None
     for name, iou in zip(meta.class_names, prov.get("val_per_class_iou") or []):
         L.append(f"| {name} | {100 * iou:.1f} |")
     L.append(f"| **mean** | **{prov.get('val_miou', float('nan')):.1f}** |")
+    L += _int8_lines(meta.int8)
     if results:
         L += ["", "How this compares with its baseline twin and across seeds: [docs/results.md]"
                   "(../../docs/results.md)."]
