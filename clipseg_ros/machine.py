@@ -15,7 +15,10 @@ import sys
 
 import numpy as np
 
-__all__ = ["latency_summary", "loadavg", "machine_info"]
+__all__ = ["latency_summary", "loadavg", "machine_info", "portable_paths"]
+
+#: The repository root: result files name what lies inside it relative to it.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # name in the description -> distributions that provide it (the first one installed wins)
 _DISTRIBUTIONS = {
@@ -109,3 +112,18 @@ def machine_info(threads: int | None = None, device: str | None = None) -> dict:
         except ImportError:  # pragma: no cover - metadata without the module
             pass
     return info
+
+
+def portable_paths(obj):
+    """``obj`` (JSON-like: dicts, lists, strings) with every path inside the repository written
+    relative to it (``<repo>/clipseg_ros/models/x`` -> ``clipseg_ros/models/x``, also inside
+    command lines), so result files committed to the repository name no directory of the machine
+    they were made on.  Other values are returned unchanged."""
+    prefix = REPO_ROOT.rstrip(os.sep) + os.sep
+    if isinstance(obj, str):
+        return obj.replace(prefix, "")
+    if isinstance(obj, dict):
+        return {portable_paths(k): portable_paths(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(portable_paths(v) for v in obj)
+    return obj

@@ -20,7 +20,7 @@ ROW_KEYS = {"model", "label", "family", "variant", "backend", "device", "precisi
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    argv = ["--quick", "--out", str(out), "--sizes", "128x96", "--models", "defaults,mobilenetv2,lraspp",
+    argv = ["--quick", "--out", str(out), "--sizes", "128x96", "--models", "defaults,mobilenetv2,lraspp,peer",
             "--backends", "torch,onnxruntime", "--warmup", "1", "--iters", "2", "--settle-ms", "0",
             "--overhead-iters", "3", "--no-memory"]
     rc = bench.main(argv)
@@ -40,7 +40,8 @@ def test_quick_run_writes_results(quick_run):
         assert m["versions"][lib]
 
     rows = data["rows"]
-    models = ["default", "default-native", "mobilenetv2-guided", "mobilenetv2-base", "lraspp-mbv3"]
+    models = ["default", "default-native", "mobilenetv2-guided", "mobilenetv2-base", "lraspp-mbv2-peer",
+              "lraspp-mbv3"]
     backends = ["torch", "onnxruntime", bench.RAW]
     assert {(r["model"], r["backend"]) for r in rows} == {(mm, b) for mm in models for b in backends}
     native_raw = [r for r in rows if r["model"] == "default-native" and r["backend"] == bench.RAW]
@@ -54,7 +55,9 @@ def test_quick_run_writes_results(quick_run):
         assert 0 < r["median_ms"] <= r["p90_ms"]
 
     dm = data["default_model"]
-    assert dm["path"] == str(bench.PACKAGED_DEFAULT) and dm["label"] == "default (packaged)"
+    # repository-relative: the results name no directory of this machine
+    assert dm["path"] == "clipseg_ros/models/default.clipseg" and dm["label"] == "default (packaged)"
+    assert str(bench.PACKAGED_DEFAULT.parent) not in (out / "bench.json").read_text()
 
     ratios = data["ratios"]
     twins = {(t["family"], t["backend"]) for t in ratios["twins"]}
@@ -114,3 +117,13 @@ def test_cuda_rows_degrade_with_a_message(tmp_path):
     data = json.loads((tmp_path / "bench.json").read_text())
     assert [r["status"] for r in data["rows"]] == ["skipped"]
     assert "CUDA" in data["rows"][0]["note"]
+
+
+def test_portable_paths_writes_repository_paths_relative():
+    from clipseg_ros.machine import REPO_ROOT, portable_paths
+
+    got = portable_paths({"model": f"{REPO_ROOT}/clipseg_ros/models/m.clipseg",
+                          "cmd": [f"{REPO_ROOT}/.venv/bin/seg_node", "-p", f"model:={REPO_ROOT}/m.clipseg"],
+                          "other": "/elsewhere/file", "n": 3, f"{REPO_ROOT}/key": None})
+    assert got == {"model": "clipseg_ros/models/m.clipseg", "cmd": [".venv/bin/seg_node", "-p", "model:=m.clipseg"],
+                   "other": "/elsewhere/file", "n": 3, "key": None}

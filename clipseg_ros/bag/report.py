@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic_files import atomic_write_text
+from ..machine import portable_paths
 
 __all__ = ["SampleCollector", "model_info", "write_results",
            "markdown", "sample_positions"]
@@ -242,9 +243,10 @@ def write_results(out_dir: Path, results: dict, *, cm=None, class_names=None, la
     files += ["results.json", "results.md"]
     results["files"] = files
     results.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    md = markdown(results)
+    shown = portable_paths(results)         # no directories of this machine in the files
+    md = markdown(shown)
     (out_dir / "results.md").write_text(md + "\n")
-    atomic_write_text(out_dir / "results.json", json.dumps(_jsonable(results), indent=2, allow_nan=False))
+    atomic_write_text(out_dir / "results.json", json.dumps(_jsonable(shown), indent=2, allow_nan=False))
     if not quiet:
         print(md)
         print(f"\nresults in {out_dir}/")

@@ -46,6 +46,9 @@ MODEL_SPECS: dict[str, ModelSpec] = {s.key: s for s in (
     ModelSpec("stdc2-base", "stdc2", "baseline", "stdc2", None),
     ModelSpec("mobilenetv2-guided", "mobilenetv2", "guided", "mobilenetv2", TEXT_DIM, twin="mobilenetv2-base"),
     ModelSpec("mobilenetv2-base", "mobilenetv2", "baseline", "mobilenetv2", None),
+    # the peer network users would build instead: torchvision's LR-ASPP head on our ImageNet
+    # MobileNetV2 (clipseg_ros.networks.lraspp), exported through the same model file path
+    ModelSpec("lraspp-mbv2-peer", "lraspp_mobilenetv2", "peer", "lraspp_mobilenetv2", None),
     ModelSpec("lraspp-mbv3", "torchvision", "reference", tv="lraspp_mobilenet_v3_large"),
     ModelSpec("deeplabv3-mbv3", "torchvision", "reference", tv="deeplabv3_mobilenet_v3_large"),
 )}
@@ -60,6 +63,7 @@ MODEL_ALIASES = {
     "mbv2": ["mobilenetv2-guided", "mobilenetv2-base"],
     "twins": ["stdc1-guided", "stdc1-base", "stdc2-guided", "stdc2-base", "mobilenetv2-guided", "mobilenetv2-base"],
     "lraspp": ["lraspp-mbv3"],
+    "peer": ["lraspp-mbv2-peer"],
     "deeplabv3": ["deeplabv3-mbv3"],
     "torchvision": ["lraspp-mbv3", "deeplabv3-mbv3"],
     # the keys before the guided twins were called guided (results files up to 0.1.0 use them)

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from ..segmenter import PRECISIONS
-from ..machine import loadavg, machine_info
+from ..machine import loadavg, machine_info, portable_paths
 from .catalogue import (BACKEND_CHOICES, DEFAULT_SIZES, MODEL_ALIASES, MODEL_SPECS, PACKAGED_DEFAULT,
                         QUICK_MODELS, QUICK_SIZES, RAW, SCHEMA, BenchError, parse_size, resolve_models, size_name)
 from .factories import ModelFactory, PreparedModel
@@ -72,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="intra-op threads for PyTorch and ONNX Runtime (default: usable cores)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--precision", choices=PRECISIONS, default=None,
+    # every row runs at one precision: fp32 or fp16 (int8 graphs exist only in files that were
+    # quantized; time those with clipseg-quantize, which records both latencies)
+    p.add_argument("--precision", choices=[x for x in PRECISIONS if x in ("fp32", "fp16")], default=None,
                    help="default fp32 on cpu, fp16 on cuda (fp16 needs cuda)")
     p.add_argument("--trt-cache", default=None,
                    help="TensorRT engine cache dir (default: the Segmenter's, ~/.cache/clipseg_ros/trt)")
@@ -216,6 +218,7 @@ def run_bench(opts: argparse.Namespace) -> dict:
         rows=rows, overhead=overhead, memory=memory,
     )
     result["ratios"] = compute_ratios(rows, overhead, factory.default_label)
+    result = portable_paths(result)         # no directories of this machine in the results
     (out / "bench.json").write_text(json.dumps(result, indent=2))
     write_markdown(out / "bench.md", result)
     if opts.plot:
