@@ -113,11 +113,6 @@ class CameraState:
     def key(self) -> str:
         return self.plan.key
 
-    @property
-    def label(self) -> str:
-        """How logs and diagnostics name the camera ("" for the single camera)."""
-        return self.plan.key
-
     def add_camera_info(self, msg) -> None:
         with self.caminfo_lock:
             self.caminfos.append(msg)

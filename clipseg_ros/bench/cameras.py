@@ -354,6 +354,16 @@ def _commit() -> str | None:
         return None
 
 
+def _batchable(model: Path) -> bool:
+    """Whether the file's graph takes a batch: the Segmenter's own answer (False without onnxruntime)."""
+    from ..segmenter import Segmenter, SegmenterConfigError
+
+    try:
+        return Segmenter(model, device="cpu", backend="onnxruntime", precision="fp32").batchable
+    except SegmenterConfigError:
+        return False
+
+
 def run(opts, log=print) -> dict:
     if opts.rate <= 0 or opts.seconds <= 0:
         raise BenchError(f"--rate and --seconds must be positive, got {opts.rate}, {opts.seconds}")
@@ -362,7 +372,7 @@ def run(opts, log=print) -> dict:
     from ..model_file import ModelFile
 
     model = Path(opts.model)
-    mf = ModelFile(model)
+    ModelFile(model)            # a bad file stops here, before any node starts
     frames = load_frames(opts.bag, 5 * max(opts.cameras))
     with tempfile.TemporaryDirectory(prefix="clipseg_cameras_") as tmp:
         work = Path(tmp)
@@ -381,25 +391,16 @@ def run(opts, log=print) -> dict:
         "command": "python -m clipseg_ros.bench.cameras " + " ".join(
             shown_path(a) if Path(a).is_absolute() else a for a in opts.argv),
         "commit": opts.commit or _commit(), "machine": machine_info(opts.threads),
-        "model": shown_path(model), "model_batchable": _dynamic_batch(mf),
+        "model": shown_path(model), "model_batchable": _batchable(model),
         "frame_size": list(frames[0].shape[:2]), "rate_hz": opts.rate, "phase": opts.phase,
         "seconds": opts.seconds, "warmup": opts.warmup, "threads": opts.threads, "rows": rows,
     }
 
 
-def _dynamic_batch(mf) -> bool:
-    """Whether the file's ONNX graph takes a batch (False when that cannot be told)."""
-    try:
-        import onnxruntime as ort
-
-        sess = ort.InferenceSession(mf.onnx_bytes, providers=["CPUExecutionProvider"])
-        return not isinstance(sess.get_inputs()[0].shape[0], int)
-    except Exception:  # noqa: BLE001 - no onnxruntime, no graph
-        return False
-
-
 def main(argv=None) -> int:
     import sys
+
+    from ..model_file import ModelFileError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     opts = build_parser().parse_args(argv)
@@ -407,7 +408,7 @@ def main(argv=None) -> int:
     with StopSignals():
         try:
             result = run(opts)
-        except BenchError as exc:
+        except (BenchError, ModelFileError) as exc:
             print(f"cameras bench: {exc}", file=sys.stderr)
             return 1
     out = Path(opts.out)
