@@ -34,6 +34,7 @@ class ModelSpec:
     text_dim: int | None = None
     twin: str | None = None    # key of the baseline twin (guided rows)
     tv: str | None = None      # torchvision builder
+    feat32: int | None = None  # MobileNetV2's widened 1/32 feature (the faithful variant)
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {s.key: s for s in (
@@ -46,6 +47,11 @@ MODEL_SPECS: dict[str, ModelSpec] = {s.key: s for s in (
     ModelSpec("stdc2-base", "stdc2", "baseline", "stdc2", None),
     ModelSpec("mobilenetv2-guided", "mobilenetv2", "guided", "mobilenetv2", TEXT_DIM, twin="mobilenetv2-base"),
     ModelSpec("mobilenetv2-base", "mobilenetv2", "baseline", "mobilenetv2", None),
+    # the faithful variant (the decisive experiment's network): the 1/32 feature widened to the
+    # text width inside the backbone of both twins, so the guidance's projection is an identity
+    ModelSpec("mobilenetv2f-guided", "mobilenetv2f", "guided", "mobilenetv2", TEXT_DIM,
+              twin="mobilenetv2f-base", feat32=TEXT_DIM),
+    ModelSpec("mobilenetv2f-base", "mobilenetv2f", "baseline", "mobilenetv2", None, feat32=TEXT_DIM),
     # the peer network users would build instead: torchvision's LR-ASPP head on our ImageNet
     # MobileNetV2 (clipseg_ros.networks.lraspp), exported through the same model file path
     ModelSpec("lraspp-mbv2-peer", "lraspp_mobilenetv2", "peer", "lraspp_mobilenetv2", None),
@@ -61,7 +67,9 @@ MODEL_ALIASES = {
     "stdc": ["stdc1-guided", "stdc1-base", "stdc2-guided", "stdc2-base"],
     "mobilenetv2": ["mobilenetv2-guided", "mobilenetv2-base"],
     "mbv2": ["mobilenetv2-guided", "mobilenetv2-base"],
-    "twins": ["stdc1-guided", "stdc1-base", "stdc2-guided", "stdc2-base", "mobilenetv2-guided", "mobilenetv2-base"],
+    "mobilenetv2f": ["mobilenetv2f-guided", "mobilenetv2f-base"],
+    "twins": ["stdc1-guided", "stdc1-base", "stdc2-guided", "stdc2-base", "mobilenetv2-guided", "mobilenetv2-base",
+              "mobilenetv2f-guided", "mobilenetv2f-base"],
     "lraspp": ["lraspp-mbv3"],
     "peer": ["lraspp-mbv2-peer"],
     "deeplabv3": ["deeplabv3-mbv3"],

@@ -22,12 +22,12 @@ def _class_names_palette():
     return list(CAMVID_CLASSES), np.asarray(CAMVID_PALETTE).tolist()
 
 
-def _random_network(arch: str, text_dim: int | None, num_classes: int):
+def _random_network(arch: str, text_dim: int | None, num_classes: int, feat32: int | None = None):
     import torch
 
     from ..networks import create_model
 
-    net = create_model(arch, num_classes, text_dim)
+    net = create_model(arch, num_classes, text_dim, feat32_channels=feat32)
     if net.text_guidance is not None:
         net.text_guidance.set_text_embeddings(torch.randn(num_classes, text_dim))
     return net.eval()
@@ -134,16 +134,17 @@ class ModelFactory:
         return p, f"default ({p.name})"
 
     # clipseg exports -----------------------------------------------------------------------
-    def _export(self, arch: str, text_dim: int | None, input_hw) -> Path:
-        key = (arch, text_dim)
+    def _export(self, arch: str, text_dim: int | None, input_hw, feat32: int | None = None) -> Path:
+        key = (arch, text_dim, feat32)
         if key not in self._base:
             import torch
 
             from ..model_file import save_model_file
 
             torch.manual_seed(0)
-            net = _random_network(arch, text_dim, len(self.class_names))
-            path = self.workdir / f"{arch}-{'enh' if text_dim else 'base'}.clipseg"
+            net = _random_network(arch, text_dim, len(self.class_names), feat32)
+            wide = f"-f{feat32}" if feat32 else ""
+            path = self.workdir / f"{arch}{wide}-{'enh' if text_dim else 'base'}.clipseg"
             t0 = time.perf_counter()
             save_model_file(path, net, self.class_names, palette=self.palette,
                             input_size=list(input_hw), onnx=self.want_onnx,
@@ -162,7 +163,7 @@ class ModelFactory:
         if spec.key in ("default", "default-native"):
             base, label = self.default_path, self.default_label
         else:
-            base, label = self._export(spec.arch, spec.text_dim, trace_hw), spec.key
+            base, label = self._export(spec.arch, spec.text_dim, trace_hw, spec.feat32), spec.key
         pm = PreparedModel(spec, label)
         mf = ModelFile(base)
         pm.mean, pm.std = mf.meta.mean, mf.meta.std
