@@ -127,3 +127,27 @@ def test_portable_paths_writes_repository_paths_relative():
                           "other": "/elsewhere/file", "n": 3, f"{REPO_ROOT}/key": None})
     assert got == {"model": "clipseg_ros/models/m.clipseg", "cmd": [".venv/bin/seg_node", "-p", "model:=m.clipseg"],
                    "other": "/elsewhere/file", "n": 3, "key": None}
+
+
+def test_faithful_rows_export_the_widened_network(tmp_path):
+    """``mobilenetv2f``: the decisive experiment's network, 1/32 feature 1024 wide in both twins,
+    the guided one with an identity projection; the files rebuild it and the twins pair up."""
+    from clipseg_ros.bench.catalogue import MODEL_SPECS
+    from clipseg_ros.bench.factories import ModelFactory
+    from clipseg_ros.model_file import ModelFile
+
+    keys = bench.parse_args(["--models", "mobilenetv2f"]).model_keys
+    assert keys == ["mobilenetv2f-guided", "mobilenetv2f-base"]
+    assert MODEL_SPECS["mobilenetv2f-guided"].twin == "mobilenetv2f-base"
+    factory = ModelFactory(tmp_path, want_onnx=False, default_path=None, log=lambda _m: None)
+    built = {}
+    for key in keys:
+        pm = factory.prepare(MODEL_SPECS[key], [(64, 48)])
+        net = ModelFile(pm.files["64x48"]).build_network()
+        assert net.backbone.channels[2] == 1024, key
+        built[key] = net
+    assert built["mobilenetv2f-guided"].text_guidance.proj_mode == "identity"
+    assert built["mobilenetv2f-base"].text_guidance is None
+    # not the same file as the narrow MobileNetV2 twins
+    narrow = factory.prepare(MODEL_SPECS["mobilenetv2-base"], [(64, 48)])
+    assert ModelFile(narrow.files["64x48"]).build_network().backbone.channels[2] == 320
