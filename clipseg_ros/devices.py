@@ -34,6 +34,34 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (Linux), or None where they cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return None
+
+
+def cpu_supports_bf16() -> bool:
+    """True when oneDNN reports native bf16 kernels on this CPU (AVX512-BF16 / AMX-BF16).  Elsewhere
+    bf16 still runs, emulated, and slower than fp32.  Imports torch."""
+    try:
+        import torch
+
+        if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            # oneDNN also says yes on plain AVX512 (emulated, slow); require the native flag
+            flags = cpu_flags()
+            return flags is None or bool({"avx512_bf16", "amx_bf16"} & flags)
+    except (ImportError, AttributeError, RuntimeError):
+        pass
+    return False
+
+
 def _onnxruntime_cuda() -> bool:
     try:
         import onnxruntime as ort

@@ -4,7 +4,9 @@ Plain Python, no ROS.  Two backends run the same deploy graph (uint8 RGB in; uin
 float confidence out, normalisation/upsampling/argmax inside the graph):
 
 - ``torch``: the network from ``clipseg_ros.networks`` with the file's weights; CPU or CUDA,
-  fp32 or fp16 (CUDA only).  The uint8 frame crosses to the GPU once and the labels come back once.
+  fp32, fp16 (CUDA only) or bf16 (autocast with channels-last tensors; on CPUs with native bf16,
+  AVX512-BF16 or AMX, the fastest CPU route: elsewhere it runs emulated and slower than fp32).
+  The uint8 frame crosses to the GPU once and the labels come back once.
 - ``onnxruntime``: the file's ONNX graph with the CPU, CUDA or TensorRT execution provider
   (TensorRT engines cached on disk).
 
@@ -29,7 +31,8 @@ from .model_file import ONNX_INPUT, ONNX_OUTPUTS, ModelFile, ModelFileError
 BACKENDS = ("auto", "torch", "onnxruntime")
 #: auto: fp32, except on a CPU with ONNX Runtime when the file's int8 graph is within
 #: ``quantize.AUTO_MAX_MIOU_DROP`` mIoU of fp32 (its own record) and measures faster here.
-PRECISIONS = ("auto", "fp32", "fp16", "int8")
+#: bf16 (opt-in) runs on the torch backend only: ONNX Runtime has no bf16 CPU kernels.
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 
 
 class SegmenterConfigError(ValueError):
@@ -78,6 +81,13 @@ class TorchBackend:
         wrapper = DeployWrapper(network, mean, std).eval()
         if precision == "fp16":
             wrapper = wrapper.half()
+        if precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise SegmenterConfigError(f"precision bf16: the GPU of {device} has no bf16 support; use fp16")
+        # bf16: autocast per operation (weights stay fp32, batch-norm folded into fp32 statistics),
+        # channels-last so oneDNN / cuDNN take their blocked bf16 kernels
+        self.autocast = precision == "bf16"
+        if self.autocast:
+            wrapper = wrapper.to(memory_format=torch.channels_last)
         self.module = wrapper.to(self.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -91,7 +101,7 @@ class TorchBackend:
     def run_batch(self, images: np.ndarray, want_confidence: bool):
         """``images``: (N, H, W, 3) uint8 -> labels (N, H, W) uint8, confidence (N, H, W) or None."""
         torch = self.torch
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
             x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device, non_blocking=True)
             labels, conf = self.module(x)
             labels = labels.cpu().numpy()
@@ -219,6 +229,8 @@ class Segmenter:
         self.requested_precision = precision
         #: why this precision (auto's choice, with the numbers it was made on)
         self.precision_note = "" if precision == "auto" else "as requested"
+        if precision == "bf16":
+            backend = self._bf16_backend(backend)
         if backend == "auto":
             backend = self._auto_backend()
         if precision == "auto":
@@ -248,6 +260,27 @@ class Segmenter:
         self.palette = np.asarray(self.meta.palette, dtype=np.uint8)
         self.input_size = tuple(self.meta.input_size) if self.meta.input_size else None
         self._resized: np.ndarray | None = None
+
+    def _bf16_backend(self, backend: str) -> str:
+        """bf16 runs on the torch backend (``auto`` becomes ``torch``); on a CPU without native bf16
+        the note says it is emulated."""
+        if backend == "onnxruntime":
+            raise SegmenterConfigError("precision bf16 needs backend torch (ONNX Runtime has no bf16 "
+                                       "CPU kernels); use backend torch or auto, or precision fp32")
+        if not self.model.has_torch_weights:
+            raise SegmenterConfigError(f"precision bf16 runs on PyTorch, but model file {self.model_path} "
+                                       f"has no PyTorch weights (ONNX only); use precision fp32")
+        if not _torch_installed():
+            raise SegmenterConfigError("precision bf16 runs on PyTorch, which is not installed")
+        if not self.device.startswith("cuda"):
+            from .devices import cpu_supports_bf16
+
+            if not cpu_supports_bf16():
+                self.precision_note = ("as requested; this CPU has no native bf16 (AVX512-BF16 or AMX): "
+                                       "emulated, usually slower than fp32")
+            else:
+                self.precision_note = "as requested (this CPU has native bf16)"
+        return "torch"
 
     def _check_int8(self, backend: str) -> None:
         from .model_file import INT8_NAME

@@ -151,3 +151,21 @@ def test_faithful_rows_export_the_widened_network(tmp_path):
     # not the same file as the narrow MobileNetV2 twins
     narrow = factory.prepare(MODEL_SPECS["mobilenetv2-base"], [(64, 48)])
     assert ModelFile(narrow.files["64x48"]).build_network().backbone.channels[2] == 320
+
+
+def test_bf16_rows_time_torch_and_skip_onnxruntime(tmp_path):
+    """--precision bf16: the torch and bare-forward rows run under bf16 autocast, ONNX Runtime rows
+    are skipped with the reason (it has no bf16 kernels)."""
+    out = tmp_path / "b"
+    rc = bench.main(["--quick", "--out", str(out), "--sizes", "64x48", "--models", "default,lraspp",
+                     "--backends", "torch,onnxruntime", "--precision", "bf16", "--warmup", "0",
+                     "--iters", "1", "--settle-ms", "0", "--no-overhead", "--no-memory", "--no-publish"])
+    assert rc == 0
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    by = {(r["model"], r["backend"]): r for r in rows}
+    for model in ("default", "lraspp-mbv3"):
+        assert by[(model, "torch")]["status"] == "ok" and by[(model, "torch")]["precision"] == "bf16"
+        assert by[(model, bench.RAW)]["status"] == "ok"
+        ort = by[(model, "onnxruntime")]
+        assert ort["status"] == "skipped" and "bf16" in ort["note"], ort
+    assert "(bf16)" in by[("default", "torch")]["backend_detail"]

@@ -19,36 +19,14 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
+
+from clipseg_ros.devices import cpu_supports_bf16
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def cpu_supports_bf16() -> bool:
-    """True when oneDNN reports native bf16 kernels on this CPU (AVX512-BF16 / AMX-BF16)."""
-    try:
-        if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            # oneDNN also says yes on plain AVX512 (emulated, slow); require the native flag
-            flags = _cpu_flags()
-            return flags is None or bool({"avx512_bf16", "amx_bf16"} & flags)
-    except (AttributeError, RuntimeError):
-        pass
-    return False
-
-
-def _cpu_flags() -> set[str] | None:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return None
 
 
 @dataclass(frozen=True)

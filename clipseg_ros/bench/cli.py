@@ -72,10 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="intra-op threads for PyTorch and ONNX Runtime (default: usable cores)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    # every row runs at one precision: fp32 or fp16 (int8 graphs exist only in files that were
+    # every row runs at one precision: fp32, fp16 or bf16 (int8 graphs exist only in files that were
     # quantized; time those with clipseg-quantize, which records both latencies)
-    p.add_argument("--precision", choices=[x for x in PRECISIONS if x in ("fp32", "fp16")], default=None,
-                   help="default fp32 on cpu, fp16 on cuda (fp16 needs cuda)")
+    p.add_argument("--precision", choices=[x for x in PRECISIONS if x in ("fp32", "fp16", "bf16")], default=None,
+                   help="default fp32 on cpu, fp16 on cuda (fp16 needs cuda; bf16 times the torch rows "
+                        "under bf16 autocast, ONNX Runtime rows are skipped)")
     p.add_argument("--trt-cache", default=None,
                    help="TensorRT engine cache dir (default: the Segmenter's, ~/.cache/clipseg_ros/trt)")
     p.add_argument("--no-interleave", dest="interleave", action="store_false",

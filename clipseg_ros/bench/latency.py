@@ -61,6 +61,8 @@ def _tv_runner(pm: PreparedModel, backend: str, frame: np.ndarray, device: str, 
     if backend == "torch":
         be = TorchBackend(pm.network, pm.mean, pm.std, device, opts.precision, opts.threads)
         return Runner(lambda: be(frame, False), {"backend_detail": f"torch on {device} ({opts.precision})"})
+    if opts.precision == "bf16":
+        raise Skip("ONNX Runtime has no bf16 kernels (bf16 rows are PyTorch's)")
     if pm.onnx_bytes is None:
         raise Skip("no ONNX graph (" + (pm.note.split("; ", 1)[-1] or "export not requested") + ")")
     be = OnnxBackend(pm.onnx_bytes, device, opts.precision, opts.threads, opts.trt_cache, source=pm.onnx_path)
@@ -82,13 +84,14 @@ def _raw_runner(pm: PreparedModel, wh, device: str, opts) -> Runner:
     net = inference_network(pm.network).to(dev)     # as DeployWrapper runs it (guidance folded)
     dtype = torch.float16 if opts.precision == "fp16" else torch.float32
     net = net.to(dtype)
+    autocast = opts.precision == "bf16"          # fp32 weights, bf16 per operation (as TorchBackend)
     # Same layout as DeployWrapper feeds the network: the NHWC frame permuted to NCHW, i.e.
     # channels-last strides (a contiguous NCHW tensor is measurably slower on CPU).
     x = torch.randn(1, wh[1], wh[0], 3, device=dev, dtype=dtype).permute(0, 3, 1, 2)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     def call():
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(dev.type, torch.bfloat16, enabled=autocast):
             out = net(x)["logits"]
         sync()
         return out
