@@ -325,6 +325,8 @@ class SegNode(LifecycleNode):
             self.segmenter = Segmenter(path, device=cfg.device, backend=cfg.backend,
                                        precision=cfg.precision, threads=cfg.threads or None,
                                        log=self.get_logger().info)
+            if cfg.publish_confidence:
+                self.segmenter.want_confidence_soon()
         except ModelFileError as exc:
             raise StartupError(f"cannot load the model: {exc}") from None
         except SegmenterConfigError as exc:

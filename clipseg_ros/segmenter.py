@@ -109,6 +109,45 @@ class TorchBackend:
         return labels, conf
 
 
+def labels_only_graph(onnx_bytes: bytes) -> bytes | None:
+    """The deploy graph without its ``confidence`` output and the nodes only that output needs, or
+    None when the ``onnx`` package is missing, the bytes do not parse, or the graph is not exactly
+    the deploy graph's interface (then the full graph is loaded and its check reports what is
+    wrong).  Labels are bit-identical: the kept nodes are the same nodes."""
+    try:
+        import onnx
+        from onnx import TensorProto
+    except ImportError:
+        return None
+    try:
+        model = onnx.load_from_string(onnx_bytes)
+    except Exception:  # noqa: BLE001 - DecodeError and friends: let ONNX Runtime report it
+        return None
+    g = model.graph
+    elem = {v.name: v.type.tensor_type.elem_type for v in g.output}
+    ins = [i for i in g.input if i.name not in {t.name for t in g.initializer}]
+    dims = ins[0].type.tensor_type.shape.dim if len(ins) == 1 else []
+    if (len(ins) != 1 or ins[0].name != ONNX_INPUT or ins[0].type.tensor_type.elem_type != TensorProto.UINT8
+            or len(dims) != 4 or dims[3].dim_value != 3
+            or [v.name for v in g.output] != list(ONNX_OUTPUTS)
+            or elem[ONNX_OUTPUTS[0]] != TensorProto.UINT8 or elem[ONNX_OUTPUTS[1]] != TensorProto.FLOAT):
+        return None
+    needed, kept = {ONNX_OUTPUTS[0]}, []
+    for node in reversed(g.node):           # ONNX graphs are stored in topological order
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed.update(node.input)
+    labels_out = [v for v in g.output if v.name == ONNX_OUTPUTS[0]]
+    del g.output[:]
+    g.output.extend(labels_out)
+    del g.node[:]
+    g.node.extend(reversed(kept))
+    unused = [t for t in g.initializer if t.name not in needed]
+    for t in unused:
+        g.initializer.remove(t)
+    return model.SerializeToString()
+
+
 class OnnxBackend:
     """An ONNX Runtime session over ``onnx_bytes`` (the deploy graph).  ``source``: the file the
     graph came from; it names the graph in errors and keys the TensorRT engine cache (without it,
@@ -160,15 +199,46 @@ class OnnxBackend:
             # taking the cores the node's decode/colorize/publish work (and everything else on a
             # small robot computer) needs.
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._ort, self._opts, self._providers = ort, opts, providers
+        self._onnx_bytes = onnx_bytes
         t0 = time.perf_counter()
         if self.trt_build and log is not None:
             log(self.trt_cache.build_notice())
-        self.session = ort.InferenceSession(onnx_bytes, sess_options=opts, providers=providers)
-        self.providers = self.session.get_providers()
+        # On the CPU provider, frames that want no confidence run a copy of the graph without the
+        # confidence branch (ONNX Runtime computes every output whatever run() asks for; the
+        # branch is ~7-10 % of the default model's time).  The full graph is then built on the
+        # first confidence request, or at start-up through want_confidence_soon().
+        labels_only = labels_only_graph(onnx_bytes) if not device.startswith("cuda") else None
+        if labels_only is None:
+            self.session = self._new_session(onnx_bytes)
+            self.providers = self.session.get_providers()
+            self._check_io()
+            self._labels_session = self.session
+        else:
+            self.session = None
+            self._labels_session = self._new_session(labels_only)
+            self.providers = self._labels_session.get_providers()
+        #: "labels-only graph when no confidence is asked for" (CPU) or None (one graph for both)
+        self.graph_note = "labels-only graph without confidence" if labels_only is not None else None
         if self.trt_cache is not None and "TensorrtExecutionProvider" in self.providers:
             how = "built" if self.trt_build else "loaded from cache"
             self.engine_note = f"{how} in {time.perf_counter() - t0:.1f} s ({self.trt_cache.folder})"
-        self._check_io()
+
+    def _new_session(self, onnx_bytes: bytes):
+        return self._ort.InferenceSession(onnx_bytes, sess_options=self._opts, providers=self._providers)
+
+    def want_confidence_soon(self) -> None:
+        """Build the full graph's session now (the node calls this at start-up when it publishes
+        confidence, so the first such frame does not pay for it)."""
+        if self.session is None:
+            self.session = self._new_session(self._onnx_bytes)
+            self._check_io()
+
+    def _session_for(self, want_confidence: bool):
+        if not want_confidence:
+            return self._labels_session
+        self.want_confidence_soon()
+        return self.session
 
     def _check_io(self) -> None:
         """The graph must take and give what the deploy graph does (its class count was checked
@@ -189,17 +259,17 @@ class OnnxBackend:
     def batchable(self) -> bool:
         """True when the graph's batch dimension is dynamic (files exported since batching came;
         older files have a fixed batch of 1 and run frame by frame)."""
-        dim = self.session.get_inputs()[0].shape[0]
+        dim = self._labels_session.get_inputs()[0].shape[0]
         return not isinstance(dim, int)
 
     def __call__(self, image: np.ndarray, want_confidence: bool):
         names = list(ONNX_OUTPUTS) if want_confidence else [ONNX_OUTPUTS[0]]
-        outs = self.session.run(names, {ONNX_INPUT: image[None]})
+        outs = self._session_for(want_confidence).run(names, {ONNX_INPUT: image[None]})
         return outs[0][0], (outs[1][0] if want_confidence else None)
 
     def run_batch(self, images: np.ndarray, want_confidence: bool):
         names = list(ONNX_OUTPUTS) if want_confidence else [ONNX_OUTPUTS[0]]
-        outs = self.session.run(names, {ONNX_INPUT: np.ascontiguousarray(images)})
+        outs = self._session_for(want_confidence).run(names, {ONNX_INPUT: np.ascontiguousarray(images)})
         return outs[0], (outs[1] if want_confidence else None)
 
 
@@ -361,6 +431,13 @@ class Segmenter:
         if self.backend == "onnxruntime":
             extra = " [" + ",".join(self._backend.providers) + "]"
         return f"{self.backend}{extra} on {self.device} ({self.precision})"
+
+    def want_confidence_soon(self) -> None:
+        """Get ready to give confidence maps (ONNX Runtime on CPU builds its full graph now rather
+        than on the first frame that asks for one)."""
+        prepare = getattr(self._backend, "want_confidence_soon", None)
+        if prepare is not None:
+            prepare()
 
     @property
     def batchable(self) -> bool:

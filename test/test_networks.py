@@ -382,7 +382,7 @@ def test_onnxruntime_spinning_is_off_by_default_and_can_be_enabled(tmp_path):
     save_model_file(path, _known_net(4, 2), ["w", "x", "y", "z"], input_size=[32, 48])
     def spinning_entry(seg):
         try:
-            return seg._backend.session.get_session_options().get_session_config_entry(
+            return seg._backend._labels_session.get_session_options().get_session_config_entry(
                 "session.intra_op.allow_spinning")
         except Exception:  # noqa: BLE001 - unset: ORT's default, spinning on
             return None
@@ -390,6 +390,9 @@ def test_onnxruntime_spinning_is_off_by_default_and_can_be_enabled(tmp_path):
     off = Segmenter(path, device="cpu", backend="onnxruntime")
     on = Segmenter(path, device="cpu", backend="onnxruntime", ort_spinning=True)
     assert spinning_entry(off) == "0" and spinning_entry(on) != "0"
+    off.want_confidence_soon()          # the full graph's session gets the same options
+    assert off._backend.session.get_session_options().get_session_config_entry(
+        "session.intra_op.allow_spinning") == "0"
     for seg in (off, on):
         assert (seg(np.zeros((50, 70, 3), np.uint8)).labels == 2).all()
 
@@ -464,3 +467,48 @@ def test_pretrained_file_errors_name_the_file(tmp_path):
         create_model("mobilenetv2", 3, None, pretrained=str(missing))
     with pytest.raises(FileNotFoundError, match="STDC pretrained weights not found: .*nowhere.pth"):
         create_model("stdc1", 3, None, pretrained=str(missing))
+
+
+def test_cpu_onnxruntime_runs_a_labels_only_graph_when_no_confidence_is_asked(tmp_path):
+    """ONNX Runtime computes every output of a graph whatever run() asks for; on CPU the frames
+    without confidence run the deploy graph minus its confidence branch: the same labels, bit for
+    bit, and the full graph is built only when confidence is first wanted."""
+    import onnx
+
+    from clipseg_ros.model_file import ONNX_OUTPUTS
+    from clipseg_ros.segmenter import labels_only_graph
+
+    torch.manual_seed(5)
+    net = create_model("mobilenetv2", 5, 32)
+    net.text_guidance.set_text_embeddings(torch.randn(5, 32))
+    path = tmp_path / "m.clipseg"
+    save_model_file(path, net.eval(), ["a", "b", "c", "d", "e"], input_size=[64, 96])
+    full = ModelFile(path).onnx_bytes
+    pruned = onnx.load_from_string(labels_only_graph(full))
+    whole = onnx.load_from_string(full)
+    assert [o.name for o in pruned.graph.output] == [ONNX_OUTPUTS[0]]
+    ops = lambda m: [n.op_type for n in m.graph.node]                    # noqa: E731
+    assert "Exp" in ops(whole) and "Exp" not in ops(pruned) and len(ops(pruned)) < len(ops(whole))
+
+    seg = Segmenter(path, device="cpu", backend="onnxruntime", threads=2)
+    assert seg._backend.session is None and seg._backend.graph_note
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (64, 96, 3), dtype=np.uint8) for _ in range(3)]
+    fast = [seg(f).labels for f in frames]
+    assert seg._backend.session is None                   # no confidence asked yet: no full graph
+    both = [seg(f, want_confidence=True) for f in frames]
+    assert seg._backend.session is not None
+    for a, b in zip(fast, both):
+        np.testing.assert_array_equal(a, b.labels)
+        assert b.confidence is not None and b.confidence.shape == a.shape
+    batch = seg.segment_batch(frames)
+    for a, r in zip(fast, batch):
+        np.testing.assert_array_equal(a, r.labels)
+    # the torch backend gives the same labels (the graph is the same network)
+    ref = Segmenter(path, device="cpu", backend="torch")
+    assert np.mean([(ref(f).labels == a).mean() for f, a in zip(frames, fast)]) > 0.999
+    # not the deploy graph's interface: no pruning (the full graph's checks then report it)
+    assert labels_only_graph(b"not a graph") is None
+    other = onnx.load_from_string(full)
+    other.graph.output[1].name = "conf"
+    assert labels_only_graph(other.SerializeToString()) is None
