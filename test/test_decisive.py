@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipseg_training.decisive import main as decisive_main, paired, score, t95
+from clipseg_training.decisive import history, main as decisive_main, paired, score, t95
 from clipseg_training.text_encoders import build_text_encoder
 
 from test_training_speed import synthetic_folder_dataset
@@ -24,6 +24,11 @@ def test_random_text_control_is_deterministic_unit_vectors():
     assert off < 0.3                                           # nearly orthogonal, unlike CLIP's 0.84
     with pytest.raises(Exception, match="prompt learning"):
         enc.encode_with_context(["road"], torch.zeros(1, 4, 8))
+
+
+def test_history_counts_an_evaluation_repeated_after_a_resume_once(tmp_path):
+    (tmp_path / "val.csv").write_text("230,48.9,88.0\n460,62.9,90.0\n460,63.0,90.1\n690,66.5,91.0\n")
+    assert history(tmp_path) == [(230, 48.9), (460, 63.0), (690, 66.5)]
 
 
 def test_score_and_interval():

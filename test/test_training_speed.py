@@ -192,6 +192,41 @@ def test_resume_across_precisions(tmp_path, data_root):
                if first["net"][k].is_floating_point())
 
 
+
+def test_resume_after_a_kill_between_checkpoints_logs_each_iteration_once(tmp_path, data_root):
+    """A run killed after its last checkpoint has logged (and validated) iterations it will train
+    again; on resume those rows go, so log.csv and val.csv hold each iteration once, in order."""
+    cfg = write_config(tmp_path, data_root, run__val_interval=3, run__ckpt_interval=4)
+    stage = tmp_path / "run" / "stage1"
+    assert train_main([str(cfg), "stage1.iters=4"]) == 0
+    at4 = (stage / "last.pt").read_bytes()
+    assert train_main([str(cfg), "stage1.iters=8", "--resume"]) == 0
+    assert (stage / "summary.json").is_file()
+    (stage / "summary.json").unlink()
+    (stage / "last.pt").write_bytes(at4)      # as after a SIGKILL at iteration 7: the checkpoint is at 4
+    logged = [int(r.split(",")[0]) for r in (stage / "log.csv").read_text().splitlines()[1:]]
+    assert logged == list(range(1, 9))
+    assert train_main([str(cfg), "stage1.iters=8", "--resume"]) == 0
+    rows = [r.split(",") for r in (stage / "log.csv").read_text().splitlines()]
+    assert rows[0][0] == "iteration"
+    assert [int(r[0]) for r in rows[1:]] == list(range(1, 9))
+    seconds = [float(r[-1]) for r in rows[1:]]
+    assert seconds == sorted(seconds)
+    val_iters = [int(r.split(",")[0]) for r in (stage / "val.csv").read_text().splitlines()]
+    assert val_iters == [3, 4, 6, 8]
+    summary = json.loads((stage / "summary.json").read_text())
+    assert [h["iteration"] for h in summary["history"]] == [3, 4, 6, 8]
+
+
+def test_a_fresh_run_in_an_old_folder_starts_clean_logs(tmp_path, data_root):
+    cfg = write_config(tmp_path, data_root, run__val_interval=2, run__ckpt_interval=2)
+    stage = tmp_path / "run" / "stage1"
+    assert train_main([str(cfg), "stage1.iters=4"]) == 0
+    assert train_main([str(cfg), "stage1.iters=2"]) == 0      # no --resume: starts over
+    assert [int(r.split(",")[0]) for r in (stage / "val.csv").read_text().splitlines()] == [2]
+    assert json.loads((stage / "summary.json").read_text())["iterations"] == 2
+
+
 # ----------------------------------------------------------------------------- data
 def _batches(cfg: dict, n: int):
     train_set, _ = build_data(cfg, 0, 1, validate=False)

@@ -106,17 +106,17 @@ def history(stage_dir: Path) -> list[tuple[int, float]]:
     summary = stage_dir / "summary.json"
     if summary.is_file():
         return [(int(h["iteration"]), float(h["miou"])) for h in json.loads(summary.read_text())["history"]]
-    out = []
+    out: dict[int, float] = {}       # by iteration: an evaluation repeated after a resume counts once
     csv = stage_dir / "val.csv"
     if csv.is_file():
         for line in csv.read_text().splitlines():
             parts = line.split(",")
             if len(parts) >= 2:
                 try:
-                    out.append((int(parts[0]), float(parts[1])))
+                    out[int(parts[0])] = float(parts[1])
                 except ValueError:
                     continue
-    return out
+    return sorted(out.items())
 
 
 def score(hist: list[tuple[int, float]]) -> float | None:

@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 
 from clipseg_ros import devices
+from clipseg_ros.atomic_files import atomic_write_text
 
 from .checkpoint import (atomic_torch_save, best_payload, checkpoint_iteration, jsonable, last_payload,
                          load_network_state, restore_training_state)
@@ -226,6 +227,12 @@ class Trainer:
         writer = None
         tb = None
         if self.main:
+            # rows past the checkpoint were trained after it and are trained again now (a run killed
+            # between checkpoints): drop them, so each iteration is logged once and `seconds` rises
+            for name in ("log.csv", "val.csv"):
+                trim_csv_after(self.out_dir / name, self.iteration)
+            if self.iteration == 0:     # a fresh run: an earlier run's summary no longer describes this folder
+                (self.out_dir / "summary.json").unlink(missing_ok=True)
             new = not log_file.exists() or self.iteration == 0
             fh = open(log_file, "w" if new else "a", newline="")
             writer = csv.writer(fh)
@@ -304,7 +311,8 @@ class Trainer:
                    "val_images": len(self.val_set) if self.val_set is not None else 0,
                    "history": self.history, "command": " ".join(self.argv), "info": self.info}
         if self.main:
-            (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            # atomic: a summary marks the run finished (``--resume`` and the experiment runners skip it)
+            atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2))
         return summary
 
     def _best_payload(self, result):
@@ -335,6 +343,22 @@ class Trainer:
 
 
 # --------------------------------------------------------------------------- entry point
+def trim_csv_after(path: Path, iteration: int) -> None:
+    """Drop the rows of ``path`` (a log with the iteration in its first column, a header line or
+    none) whose iteration is past ``iteration``; rewritten atomically, untouched when nothing goes."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    keep = []
+    for line in lines:
+        head = line.split(",", 1)[0].strip()
+        if head.isdigit() and int(head) > iteration:
+            continue
+        keep.append(line)
+    if len(keep) != len(lines):
+        atomic_write_text(path, "".join(keep))
+
+
 def train(cfg: dict, stage: str, resume: bool = False, argv=None) -> dict:
     """Run one stage or both; returns {stage: summary}."""
     out_root = Path(cfg["run"]["out_dir"])
