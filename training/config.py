@@ -18,6 +18,9 @@ import yaml
 
 from clipseg_ros.conventions import IMAGENET_MEAN, IMAGENET_STD
 
+#: ``loss.class_weight`` rules (training/losses.py computes them)
+CLASS_WEIGHT_RULES = ("median_frequency", "inverse_log")
+
 DEFAULTS: dict[str, Any] = {
     "model": {
         "name": "mobilenetv2",          # stdc1 | stdc2 | mobilenetv2
@@ -73,6 +76,8 @@ DEFAULTS: dict[str, Any] = {
         "detail_weight": 1.0,
         "text_weight": 1.0,
         "tau": 0.07,
+        "class_weight": None,           # null (the paper) | median_frequency | inverse_log | [K numbers]:
+                                        # per-class weights on every CE term, from the train split
     },
     "optim": {
         "lr": 0.01,
@@ -251,6 +256,12 @@ def validate_config(cfg: dict) -> None:
         raise ConfigError(f"data.val_batch_size must be a positive integer, got {v!r}")
     if cfg["loss"]["tau"] <= 0:
         raise ConfigError("loss.tau must be positive")
+    cw = cfg["loss"]["class_weight"]
+    if cw is not None and not (cw in CLASS_WEIGHT_RULES or (
+            isinstance(cw, (list, tuple)) and cw
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in cw))):
+        raise ConfigError(f"loss.class_weight must be null, {' or '.join(CLASS_WEIGHT_RULES)}, or a list of "
+                          f"positive numbers (one per class), got {cw!r}")
     if m["text_proj"] not in ("learned", "orthonormal"):
         raise ConfigError(f"model.text_proj {m['text_proj']!r} is not one of learned, orthonormal")
     fc = m["feat32_channels"]

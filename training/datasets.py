@@ -206,6 +206,31 @@ class SegmentationDataset(torch.utils.data.Dataset):
         used = sum(a.nbytes + b.nbytes for a, b in self._cache.values())
         return {"cached": len(self._cache), "total": len(self), "mb": round(used / 2**20, 1)}
 
+    def class_pixel_counts(self, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Per class: its labelled pixels, and the pixels of the images it appears in (the two
+        counts median-frequency balancing needs).  Reads the label files only (or the cache)."""
+        counts = np.zeros(self.num_classes, np.int64)
+        present = np.zeros(self.num_classes, np.int64)
+        it = range(len(self))
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(it, desc="class frequencies", unit="label", leave=False, dynamic_ncols=True)
+        for i in it:
+            hit = self._cache.get(i)
+            if hit is not None:
+                label = hit[1]
+            else:
+                lab_path = self.pairs[i][1]
+                raw = cv2.imread(str(lab_path), cv2.IMREAD_UNCHANGED)
+                if raw is None or raw.ndim != 2:
+                    raise DatasetError(f"cannot read label file {lab_path} as single-channel class ids"
+                                       + ("" if lab_path.is_file() else " (missing)"))
+                label = self.map_labels(raw, lab_path)
+            c = np.bincount(label[label < self.num_classes].ravel(), minlength=self.num_classes)
+            counts += c
+            present[c > 0] += int((label != self.ignore_index).sum())
+        return counts, present
+
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The untransformed pair: RGB uint8 ``H x W x 3`` and mapped label ``H x W``."""
         hit = self._cache.get(index)

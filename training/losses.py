@@ -5,27 +5,77 @@
 - Detail loss (STDC, Fan et al.): boundary targets from a Laplacian of the label map at strides
   1, 2, 4 fused by a fixed 1x1 conv, BCE + Dice against the detail head's logits.
 - Textual loss: the score map ``S / tau`` (tau = 0.07) upsampled to label size, OHEM CE.
+- Class weights (``loss.class_weight``, off by default as in the paper): per-class weights on
+  every cross-entropy term, from the training split's label statistics
+  (:func:`class_weights`: SegNet's median-frequency balancing, or ENet's ``1 / ln(1.02 + p)``).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from clipseg_ros.conventions import IGNORE_INDEX
 
+from .config import CLASS_WEIGHT_RULES
+
+
+def class_weights(rule, counts, present=None) -> np.ndarray:
+    """Per-class loss weights (float32, K).
+
+    ``rule``: ``"median_frequency"`` (Eigen & Fergus / SegNet: ``f_c`` = pixels of class c over the
+    pixels of the images c appears in, ``w_c = median(f) / f_c``), ``"inverse_log"`` (ENet:
+    ``w_c = 1 / ln(1.02 + p_c)``, ``p_c`` the class's share of all labelled pixels), or a sequence
+    of K positive numbers used as given.  ``counts`` / ``present``: from
+    ``SegmentationDataset.class_pixel_counts``.  A class with no training pixel gets weight 1 (it
+    never enters the loss)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    k = len(counts)
+    if not isinstance(rule, str):
+        w = np.asarray(rule, dtype=np.float64)
+        if w.shape != (k,) or not np.all(np.isfinite(w)) or np.any(w <= 0):
+            raise ValueError(f"loss.class_weight must list {k} positive numbers (one per class), got {rule!r}")
+        return w.astype(np.float32)
+    seen = counts > 0
+    if not seen.any():
+        raise ValueError("loss.class_weight: the training split has no labelled pixels")
+    w = np.ones(k)
+    if rule == "median_frequency":
+        present = np.asarray(present, dtype=np.float64)
+        freq = counts[seen] / present[seen]
+        w[seen] = np.median(freq) / freq
+    elif rule == "inverse_log":
+        w[seen] = 1.0 / np.log(1.02 + counts[seen] / counts.sum())
+    else:
+        raise ValueError(f"loss.class_weight {rule!r} is not one of {', '.join(CLASS_WEIGHT_RULES)}, "
+                         "a list of per-class numbers, or null")
+    return w.astype(np.float32)
+
 
 class OhemCrossEntropy(nn.Module):
-    def __init__(self, thresh: float = 0.7, min_kept_div: int = 16, ignore_index: int = IGNORE_INDEX):
+    def __init__(self, thresh: float = 0.7, min_kept_div: int = 16, ignore_index: int = IGNORE_INDEX,
+                 weight: torch.Tensor | None = None):
         super().__init__()
         self.thresh = thresh
         self.min_kept_div = min_kept_div
         self.ignore_index = ignore_index
+        self.register_buffer("weight", None if weight is None else torch.as_tensor(weight, dtype=torch.float32),
+                             persistent=False)
+
+    def _mean(self, pixel_loss: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Mean over the kept pixels; with class weights, weighted by the target's class (as
+        ``F.cross_entropy(weight=...)`` reduces: sum of w*loss over sum of w)."""
+        if self.weight is None:
+            return pixel_loss[keep].mean()
+        w = self.weight.to(pixel_loss.device)[target[keep]]
+        return (pixel_loss[keep] * w).sum() / w.sum().clamp_min(1e-12)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if logits.shape[-2:] != target.shape[-2:]:
             logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
         logits = logits.float()
+        # unweighted per-pixel CE: OHEM selects on the ground-truth probability; weights come in the mean
         pixel_loss = F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="none")
         valid = target != self.ignore_index
         n_valid = int(valid.sum())
@@ -33,7 +83,7 @@ class OhemCrossEntropy(nn.Module):
             return logits.sum() * 0.0
         min_kept = max(1, target.numel() // self.min_kept_div)
         if min_kept >= n_valid:          # every valid pixel is kept: plain cross-entropy
-            return pixel_loss[valid].mean()
+            return self._mean(pixel_loss, target, valid)
         with torch.no_grad():
             # the ground-truth class's probability is exp(-CE): no second softmax over K x H x W
             gt_prob = torch.exp(-pixel_loss.detach())
@@ -41,8 +91,8 @@ class OhemCrossEntropy(nn.Module):
             kth = torch.kthvalue(gt_prob.flatten(), min_kept).values
             keep = valid & ((gt_prob < self.thresh) | (gt_prob <= kth))
         if not keep.any():
-            return pixel_loss[valid].mean()
-        return pixel_loss[keep].mean()
+            return self._mean(pixel_loss, target, valid)
+        return self._mean(pixel_loss, target, keep)
 
 
 _LAPLACIAN = torch.tensor([[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]], dtype=torch.float32).view(1, 1, 3, 3)
@@ -90,9 +140,9 @@ class SegmentationCriterion(nn.Module):
     """All losses of a training step, each weighted (1 by default, as in the paper)."""
 
     def __init__(self, thresh=0.7, min_kept_div=16, aux_weight=1.0, detail_weight=1.0,
-                 text_weight=1.0, tau=0.07, ignore_index=IGNORE_INDEX):
+                 text_weight=1.0, tau=0.07, ignore_index=IGNORE_INDEX, class_weight=None):
         super().__init__()
-        self.ohem = OhemCrossEntropy(thresh, min_kept_div, ignore_index)
+        self.ohem = OhemCrossEntropy(thresh, min_kept_div, ignore_index, class_weight)
         self.detail = DetailLoss()
         self.aux_weight = aux_weight
         self.detail_weight = detail_weight

@@ -41,7 +41,7 @@ from .checkpoint import (atomic_torch_save, best_payload, checkpoint_iteration, 
 from .config import ConfigError, dump_config, load_config
 from .evaluate import evaluate
 from .export import export_checkpoint
-from .losses import SegmentationCriterion
+from .losses import SegmentationCriterion, class_weights
 from .precision import resolve_precision
 from .sampling import EpochSampler, build_data, make_loader, make_val_loader
 from .stages import TrainModule, build_stage, param_groups, poly_warmup_factor
@@ -108,9 +108,24 @@ class Trainer:
         groups = param_groups(self.module, cfg, self.stage)
         o = cfg["optim"]
         self.optimizer = torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=o["momentum"])
+        weight = None
+        if cfg["loss"]["class_weight"] is not None:
+            rule = cfg["loss"]["class_weight"]
+            counts, present = (train_set.class_pixel_counts(progress=cfg["run"]["progress"] and self.main)
+                               if isinstance(rule, str) else (np.zeros(len(self.class_names)), None))
+            try:
+                weight = class_weights(rule, counts, present)
+            except ValueError as exc:
+                raise ConfigError(f"{exc} ({train_set.describe()}, {len(self.class_names)} classes)") from exc
+            self.info["class_weight"] = {"rule": rule if isinstance(rule, str) else "given",
+                                         "weights": [round(float(w), 4) for w in weight]}
+            if self.main:
+                print(f"[{self.stage}] class weights ({self.info['class_weight']['rule']}): "
+                      + ", ".join(f"{n} {w:.2f}" for n, w in zip(self.class_names, weight)), flush=True)
         self.criterion = SegmentationCriterion(
             cfg["loss"]["ohem_thresh"], cfg["loss"]["ohem_min_kept_div"], cfg["loss"]["aux_weight"],
-            cfg["loss"]["detail_weight"], cfg["loss"]["text_weight"], cfg["loss"]["tau"])
+            cfg["loss"]["detail_weight"], cfg["loss"]["text_weight"], cfg["loss"]["tau"],
+            class_weight=None if weight is None else torch.from_numpy(weight))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.needs_scaler)
         self.forward = self.ddp or self.module
         if cfg["run"]["compile"]:
