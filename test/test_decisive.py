@@ -81,6 +81,27 @@ def test_runner_and_report_on_real_runs(tmp_path, monkeypatch):
     assert (out / "guided_minus_baseline.png").stat().st_size > 5000
     md = (out / "results.md").read_text()
     assert "abc123" in md and "authors' logs" in md
+    # per-class IoU of the final weights: recorded by the trainer at the last evaluation
+    for r, row, stage in ((base, "baseline", "baseline"), (rnd, "random", "stage1")):
+        c = r["class_iou"]
+        assert c["class_names"] == ["sky", "road", "car", "tree"] and set(c["per_seed"]) == {"0", "1"}
+        summary = json.loads((root / row / "seed0" / stage / "summary.json").read_text())
+        assert c["per_seed"]["0"] == pytest.approx(summary["history"][-1]["iou"], abs=0.01)
+        assert np.mean(summary["history"][-1]["iou"]) == pytest.approx(summary["history"][-1]["miou"], abs=0.01)
+        assert c["mean"] == pytest.approx(np.mean([c["per_seed"][k] for k in ("0", "1")], axis=0), abs=0.01)
+    assert "Per-class val IoU" in md and "| sky | road | car | tree |" in md
+    # runs trained before per-class IoU was recorded: read from clipseg-eval's metrics.json instead
+    stage_dir = root / "baseline" / "seed1" / "baseline"
+    summary = json.loads((stage_dir / "summary.json").read_text())
+    for h in summary["history"]:
+        del h["iou"]
+    (stage_dir / "summary.json").write_text(json.dumps(summary))
+    (stage_dir / "eval_last").mkdir()
+    (stage_dir / "eval_last" / "metrics.json").write_text(json.dumps(
+        {"metrics": {"class_names": ["sky", "road", "car", "tree"], "iou": [0.9, 0.8, 0.1, 0.5]}}))
+    assert decisive_main(["report", "--root", str(root), "--out", str(out), "--rows", "baseline"]) == 0
+    again = json.loads((out / "results.json").read_text())["rows"]["baseline"]["class_iou"]
+    assert again["per_seed"]["1"] == pytest.approx([90.0, 80.0, 10.0, 50.0])
 
 
 def test_run_skips_finished_runs_and_seeds_beyond_a_rows_count(tmp_path, capsys):
@@ -110,3 +131,20 @@ def test_run_stops_on_a_failing_run_with_its_exit_code(tmp_path, capfd):
     assert f"[decisive] baseline seed 0 stopped with exit code {rc}; rerun the same command to continue" in out
     assert "[decisive] random seed 0" not in out                # the loop stopped
     assert "--out " + str(root / "baseline" / "seed0") in out    # the builder passes --out
+
+
+def test_the_committed_runs_rebuild_the_committed_report(tmp_path):
+    """docs/results.md says the finished runs live in the repository and the report is rebuilt
+    from them: check it on this checkout (a fresh clone in CI), and that no checkpoint is kept."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    runs, committed = repo / "docs/results/decisive/runs", repo / "docs/results/decisive/results.json"
+    want = json.loads(committed.read_text())
+    assert not list(runs.rglob("*.pt"))
+    assert decisive_main(["report", "--root", str(runs), "--out", str(tmp_path)]) == 0
+    got = json.loads((tmp_path / "results.json").read_text())
+    for name, row in want["rows"].items():
+        assert got["rows"][name]["per_seed"] == row["per_seed"], name
+        assert got["rows"][name]["class_iou"] == row["class_iou"], name
+    assert sum(r["n"] for r in got["rows"].values()) >= 2

@@ -11,7 +11,7 @@ seeds complete together; a finished run is skipped, an interrupted one resumes.
 Scoring: each run is scored by the **mean of its last two validation evaluations** (the reporting
 split is not used to pick a checkpoint); the best evaluation is reported beside it.  ``report``
 writes ``results.json`` (per row: n, epochs, crop size, iterations, batch size, the scoring rule,
-per-seed scores), ``results.md`` (rows, paired differences with a 95 % t interval, the authors'
+per-seed scores, per-class IoU of the final weights where recorded), ``results.md`` (rows, paired differences with a 95 % t interval, the authors'
 logged numbers) and ``guided_minus_baseline.png`` (paired differences at every evaluation, as in
 the authors' logs).
 """
@@ -119,6 +119,22 @@ def history(stage_dir: Path) -> list[tuple[int, float]]:
     return sorted(out.items())
 
 
+def final_class_iou(stage_dir: Path) -> tuple[list[str], list[float]] | None:
+    """Per-class val IoU (%) of the run's final weights: the last evaluation's in ``summary.json``
+    (runs trained after it recorded per-class IoU), else ``eval_last/metrics.json`` written by
+    ``clipseg-eval --checkpoint <stage>/last.pt --out <stage>/eval_last``."""
+    summary = stage_dir / "summary.json"
+    if summary.is_file():
+        s = json.loads(summary.read_text())
+        if s.get("history") and "iou" in s["history"][-1] and s.get("class_names"):
+            return list(s["class_names"]), [float(x) for x in s["history"][-1]["iou"]]
+    metrics = stage_dir / "eval_last" / "metrics.json"
+    if metrics.is_file():
+        m = json.loads(metrics.read_text())["metrics"]
+        return list(m["class_names"]), [100 * float(x) for x in m["iou"]]
+    return None
+
+
 def score(hist: list[tuple[int, float]]) -> float | None:
     if len(hist) < 2:
         return None
@@ -141,7 +157,8 @@ def collect(rows, root: Path) -> dict:
             seed = int(d.name[4:])
             stage_dir = d / row.stage
             hist = history(stage_dir)
-            rec = {"history": hist, "last2": score(hist), "best": max((m for _, m in hist), default=None)}
+            rec = {"history": hist, "last2": score(hist), "best": max((m for _, m in hist), default=None),
+                   "class_iou": final_class_iou(stage_dir)}
             (seeds if finished(row, seed, root) else partial)[seed] = rec
         last2 = [v["last2"] for v in seeds.values()]
         data[row.name] = {
@@ -154,11 +171,24 @@ def collect(rows, root: Path) -> dict:
             "std": round(float(np.std(last2, ddof=1)), 3) if len(last2) > 1 else None,
             "best_mean": round(float(np.mean([v["best"] for v in seeds.values()])), 3) if seeds else None,
             "curves": {str(s): v["history"] for s, v in sorted(seeds.items())},
+            "class_iou": _class_iou_summary(seeds),
             "in_progress": {str(s): {"evaluations": len(v["history"]),
                                      "last": v["history"][-1] if v["history"] else None}
                             for s, v in sorted(partial.items())},
         }
     return data
+
+
+def _class_iou_summary(seeds: dict) -> dict | None:
+    """Per-class IoU of the finished runs' final weights: the class names, the per-seed values and
+    their mean (only the seeds that have them)."""
+    have = {s: v["class_iou"] for s, v in sorted(seeds.items()) if v.get("class_iou")}
+    if not have:
+        return None
+    names = next(iter(have.values()))[0]
+    per = {str(s): [round(x, 2) for x in ious] for s, (_, ious) in have.items()}
+    return {"class_names": names, "per_seed": per,
+            "mean": [round(float(np.mean([p[i] for p in per.values()])), 2) for i in range(len(names))]}
 
 
 def paired(data: dict, name: str, ref: str = REFERENCE) -> dict | None:
@@ -212,6 +242,15 @@ def format_markdown(result: dict) -> str:
         ci = f"[{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]" if "ci95" in p else "— (one seed)"
         lines.append(f"| {rows[name]['label']} | {len(p['seeds'])} | "
                      f"{', '.join(f'{x:+.2f}' for x in p['differences'])} | {p['mean']:+.2f} | {ci} |")
+    with_iou = {n: r["class_iou"] for n, r in rows.items() if r.get("class_iou")}
+    if with_iou:
+        names = next(iter(with_iou.values()))["class_names"]
+        lines += ["", "Per-class val IoU (%) of the final weights (the last evaluation), mean over the finished "
+                      "seeds that have it:", "",
+                  "| row | seeds | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+        for n, c in with_iou.items():
+            lines.append(f"| {rows[n]['label']} | {len(c['per_seed'])} | "
+                         + " | ".join(f"{x:.1f}" for x in c["mean"]) + " |")
     a = result["authors"]
     diffs = [s - b for s, b in zip(a["stage1"], a["baseline"])]
     lines += ["", f"The authors' logs (STDC1, one seed, {a['crop_size'][0]}x{a['crop_size'][1]} crops, "

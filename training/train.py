@@ -324,6 +324,7 @@ class Trainer:
                    "best_iteration": self.best_iter, "train_seconds": round(self.train_seconds, 1),
                    "train_split": self.cfg["data"]["train_split"], "train_images": len(self.train_set),
                    "val_images": len(self.val_set) if self.val_set is not None else 0,
+                   "class_names": self.class_names,
                    "history": self.history, "command": " ".join(self.argv), "info": self.info}
         if self.main:
             # atomic: a summary marks the run finished (``--resume`` and the experiment runners skip it)
@@ -340,7 +341,8 @@ class Trainer:
             return
         miou = float(result["miou"])
         self.history.append({"iteration": self.iteration, "miou": miou,
-                             "pixel_accuracy": float(result["pixel_accuracy"])})
+                             "pixel_accuracy": float(result["pixel_accuracy"]),
+                             "iou": [round(100 * float(x), 3) for x in result["iou"]]})   # per class, %
         if tb is not None:
             tb.add_scalar("val/mIoU", miou, self.iteration)
         if self.main:
