@@ -90,6 +90,28 @@ def test_runner_and_report_on_real_runs(tmp_path, monkeypatch):
         assert np.mean(summary["history"][-1]["iou"]) == pytest.approx(summary["history"][-1]["miou"], abs=0.01)
         assert c["mean"] == pytest.approx(np.mean([c["per_seed"][k] for k in ("0", "1")], axis=0), abs=0.01)
     assert "Per-class val IoU" in md and "| sky | road | car | tree |" in md
+    # archive: the records (never checkpoints) go to the repository's folder; a second call copies nothing
+    dest = tmp_path / "repo_runs"
+    assert decisive_main(["archive", "--root", str(root), "--to", str(dest), "--rows", "baseline", "random"]) == 0
+    kept = sorted(str(f.relative_to(dest)) for f in dest.rglob("*") if f.is_file())
+    assert kept == sorted(f"{row}/seed{s}/{st}/{name}" for row, st in (("baseline", "baseline"), ("random", "stage1"))
+                          for s in (0, 1) for name in ("config.yaml", "log.csv", "summary.json", "val.csv"))
+    from clipseg_training.decisive import ROWS, archive
+    assert archive([r for r in ROWS if r.name == "baseline"], root, dest) == []
+    # a run trained before per-class IoU was recorded: archive evaluates its last.pt
+    src = root / "baseline" / "seed0" / "baseline"
+    old = json.loads((src / "summary.json").read_text())
+    for h in old["history"]:
+        del h["iou"]
+    (src / "summary.json").write_text(json.dumps(old))
+    assert decisive_main(["archive", "--root", str(root), "--to", str(dest), "--rows", "baseline"]) == 0
+    m = json.loads((dest / "baseline" / "seed0" / "baseline" / "eval_last" / "metrics.json").read_text())
+    assert m["checkpoint"] == "runs/baseline/seed0/baseline/last.pt"
+    assert m["metrics"]["miou"] == pytest.approx(old["history"][-1]["miou"], abs=1e-6)   # the same final weights
+    assert not (dest / "baseline" / "seed0" / "baseline" / "eval_last" / "confusion.png").exists()
+    (src / "last.pt").unlink()
+    (dest / "baseline" / "seed0" / "baseline" / "summary.json").unlink()
+    assert decisive_main(["archive", "--root", str(root), "--to", str(tmp_path / "other"), "--rows", "baseline"]) == 1
     # runs trained before per-class IoU was recorded: read from clipseg-eval's metrics.json instead
     stage_dir = root / "baseline" / "seed1" / "baseline"
     summary = json.loads((stage_dir / "summary.json").read_text())

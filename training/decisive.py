@@ -2,6 +2,7 @@
 
     python -m clipseg_training.decisive run    [--rows ...] [--seeds 0 1 2 3 4] [--root runs/camvid-decisive]
     python -m clipseg_training.decisive report [--root runs/camvid-decisive] [--out docs/results/decisive]
+    python -m clipseg_training.decisive archive --root runs/camvid-decisive --to docs/results/decisive/runs
 
 Rows (configs ``camvid-mobilenetv2f-*-360x480.yaml``: the faithful MobileNetV2 variant, full
 360x480 frames, 50 epochs): the baseline twin, stage 1 against CLIP RN50 class embeddings, and a
@@ -11,9 +12,13 @@ seeds complete together; a finished run is skipped, an interrupted one resumes.
 Scoring: each run is scored by the **mean of its last two validation evaluations** (the reporting
 split is not used to pick a checkpoint); the best evaluation is reported beside it.  ``report``
 writes ``results.json`` (per row: n, epochs, crop size, iterations, batch size, the scoring rule,
-per-seed scores, per-class IoU of the final weights where recorded), ``results.md`` (rows, paired differences with a 95 % t interval, the authors'
+per-seed scores, per-class IoU of the final weights where recorded), ``results.md`` (rows,
+paired differences with a 95 % t interval, the authors'
 logged numbers) and ``guided_minus_baseline.png`` (paired differences at every evaluation, as in
-the authors' logs).
+the authors' logs).  ``archive`` copies each finished run's record (``summary.json``, ``val.csv``,
+``log.csv``, ``config.yaml``; never checkpoints) into the repository's run folder, so the matrix
+accumulates across working sessions, and for runs whose summary has no per-class IoU (trained
+before it was recorded) writes ``eval_last/metrics.json`` with ``clipseg-eval`` on ``last.pt``.
 """
 from __future__ import annotations
 
@@ -303,15 +308,60 @@ def _plot(data: dict, path: Path) -> None:
     plt.close(fig)
 
 
+RECORD_FILES = ("summary.json", "val.csv", "log.csv", "config.yaml")
+
+
+def archive(rows, root: Path, dest: Path, device: str = "cpu") -> list[Path]:
+    """Copy every finished run's record from ``root`` to ``dest`` (same layout); add
+    ``eval_last/metrics.json`` where the summary lacks per-class IoU. Returns the run folders
+    written; runs already archived with the same summary are left alone."""
+    import shutil
+
+    written = []
+    for row in rows:
+        for seed_dir in sorted((root / row.name).glob("seed*")):
+            src = seed_dir / row.stage
+            if not (src / "summary.json").is_file():
+                continue
+            dst = dest / row.name / seed_dir.name / row.stage
+            if (dst / "summary.json").is_file() and \
+                    (dst / "summary.json").read_bytes() == (src / "summary.json").read_bytes() and \
+                    final_class_iou(dst) is not None:
+                continue
+            dst.mkdir(parents=True, exist_ok=True)
+            for name in RECORD_FILES:
+                if (src / name).is_file():
+                    shutil.copyfile(src / name, dst / name)
+            if final_class_iou(dst) is None:
+                ckpt = src / "last.pt"
+                if not ckpt.is_file():
+                    raise FileNotFoundError(f"{ckpt} is missing: the per-class IoU of {src} needs its final weights")
+                from .evaluate import main as eval_main
+                if eval_main(["--checkpoint", str(ckpt), "--out", str(dst / "eval_last"),
+                              "--device", device]) != 0:
+                    raise RuntimeError(f"clipseg-eval failed on {ckpt}")
+                for extra in ("confusion.png", "per_class_iou.png"):     # keep the repository small
+                    (dst / "eval_last" / extra).unlink(missing_ok=True)
+                metrics = dst / "eval_last" / "metrics.json"
+                payload = json.loads(metrics.read_text())     # no machine paths in the repository
+                payload["checkpoint"] = str(Path(root.resolve().name) / ckpt.resolve().relative_to(root.resolve()))
+                atomic_write_text(metrics, json.dumps(payload, indent=2))
+            print(f"[decisive] archived {src} -> {dst}", flush=True)
+            written.append(dst)
+    return written
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clipseg_training.decisive", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=("run", "report"))
+    parser.add_argument("action", choices=("run", "report", "archive"))
     parser.add_argument("--rows", nargs="*", default=None, choices=[r.name for r in ROWS])
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--root", default="runs/camvid-decisive")
     parser.add_argument("--out", default="docs/results/decisive")
     parser.add_argument("--commit", default=None, help="report: the commit the runs were trained from")
+    parser.add_argument("--to", default="docs/results/decisive/runs", help="archive: where the records go")
+    parser.add_argument("--device", default="cpu", help="archive: device of the per-class evaluation")
     parser.add_argument("--override", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                         help="run: an extra clipseg-train override (repeatable; smoke runs, tests)")
     args = parser.parse_args(argv)
@@ -319,6 +369,13 @@ def main(argv=None) -> int:
     root = Path(args.root)
     if args.action == "run":
         return run(rows, args.seeds, root, list(args.overrides))
+    if args.action == "archive":
+        try:
+            archive(rows, root, Path(args.to), args.device)
+        except (OSError, RuntimeError, ValueError) as exc:
+            print(f"decisive archive: {exc}", file=sys.stderr)
+            return 1
+        return 0
     result = report(rows, root, Path(args.out), args.commit)
     print(format_markdown(result))
     return 0
