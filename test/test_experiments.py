@@ -189,7 +189,60 @@ def test_run_matrix_skips_finished_and_shared_runs(tmp_path, capsys):
     assert rc == 0
     assert log.read_text().splitlines() == ["one0", "other0", "one1"]   # "two" shares one's run
     out = capsys.readouterr().out
-    assert "[t] two seed 0: done" in out and "[t] other seed 1: done" in out
+    assert "[t] two seed 0: the same run as one" in out and "[t] other seed 1: done" in out
+
+
+def test_run_matrix_jobs_runs_in_parallel_with_a_log_per_run(tmp_path, capsys):
+    """Two runs that each wait for the other's start marker can only both succeed side by side."""
+    from types import SimpleNamespace
+
+    from clipseg_training.runner import run_matrix
+
+    rows = [SimpleNamespace(name="a"), SimpleNamespace(name="b")]
+    other = {"a": "b", "b": "a"}
+
+    def command(row, seed):
+        me, peer = tmp_path / f"{row.name}.started", tmp_path / f"{other[row.name]}.started"
+        return _py(f"import pathlib, sys, time; pathlib.Path({str(me)!r}).touch(); t = time.time()\n"
+                   f"while not pathlib.Path({str(peer)!r}).exists():\n"
+                   f"    time.sleep(0.05)\n"
+                   f"    if time.time() - t > 60: sys.exit(9)\n"
+                   f"print('{row.name} ran with', sys.argv[-1])")
+
+    logs = lambda row, seed: tmp_path / "logs" / f"{row.name}{seed}.log"  # noqa: E731
+    assert run_matrix(rows, [0], tag="t", command=command, finished=lambda r, s: False,
+                      jobs=2, log_path=logs) == 0
+    assert (tmp_path / "logs" / "a0.log").read_text().strip() == "a ran with --resume"
+    assert (tmp_path / "logs" / "b0.log").read_text().strip() == "b ran with --resume"
+    out = capsys.readouterr().out
+    assert "[t] a seed 0: finished" in out and "[t] b seed 0: finished" in out
+
+
+def test_run_matrix_jobs_starts_nothing_new_after_a_failure(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from clipseg_training.runner import run_matrix
+
+    rows = [SimpleNamespace(name="a"), SimpleNamespace(name="b")]
+    log = tmp_path / "started.txt"
+
+    def command(row, seed):
+        code, wait = (4, 0) if (row.name, seed) == ("a", 0) else (0, 2)   # b0 still runs when a0 fails
+        return _py(f"open({str(log)!r}, 'a').write('{row.name}{seed}' + chr(10)); import sys, time; "
+                   f"time.sleep({wait}); sys.exit({code})")
+
+    rc = run_matrix(rows, [0, 1, 2], tag="t", command=command, finished=lambda r, s: False,
+                    jobs=2, log_path=lambda r, s: tmp_path / f"{r.name}{s}.log")
+    assert rc == 4
+    assert sorted(log.read_text().splitlines()) == ["a0", "b0"]       # b0 finished, nothing new began
+    assert "[t] a seed 0 stopped with exit code 4" in capsys.readouterr().out
+
+
+def test_run_matrix_jobs_needs_a_log_path():
+    from clipseg_training.runner import run_matrix
+
+    with pytest.raises(ValueError, match="log_path"):
+        run_matrix([], [0], tag="t", command=lambda r, s: [], finished=lambda r, s: False, jobs=2)
 
 
 def test_run_skips_rows_whose_runs_are_finished_on_disk(tmp_path, capsys):

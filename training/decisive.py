@@ -1,6 +1,6 @@
 """The decisive CamVid experiment: does CLIP guidance beat its baseline twin, and is it CLIP?
 
-    python -m clipseg_training.decisive run    [--rows ...] [--seeds 0 1 2 3 4] [--root runs/camvid-decisive]
+    python -m clipseg_training.decisive run    [--rows ...] [--seeds 0 1 2 3 4] [--root runs/camvid-decisive] [--jobs N]
     python -m clipseg_training.decisive report [--root runs/camvid-decisive] [--out docs/results/decisive]
     python -m clipseg_training.decisive archive --root runs/camvid-decisive --to docs/results/decisive/runs
 
@@ -99,11 +99,14 @@ def finished(row: Row, seed: int, root: Path) -> bool:
     return (run_dir(root, row, seed) / row.stage / "summary.json").is_file()
 
 
-def run(rows, seeds, root: Path, extra: list[str]) -> int:
+def run(rows, seeds, root: Path, extra: list[str], jobs: int = 1) -> int:
+    """Every (row, seed) run not yet finished; ``jobs`` at once (each one's output then goes to
+    ``<run>/train.log``)."""
     return run_matrix(rows, seeds, tag="decisive",
                       command=lambda row, seed: command(row, seed, root, extra),
                       finished=lambda row, seed: finished(row, seed, root),
-                      applies=lambda row, seed: seed < row.max_seeds)
+                      applies=lambda row, seed: seed < row.max_seeds,
+                      jobs=jobs, log_path=lambda row, seed: run_dir(root, row, seed) / "train.log")
 
 
 def history(stage_dir: Path) -> list[tuple[int, float]]:
@@ -362,13 +365,17 @@ def main(argv=None) -> int:
     parser.add_argument("--commit", default=None, help="report: the commit the runs were trained from")
     parser.add_argument("--to", default="docs/results/decisive/runs", help="archive: where the records go")
     parser.add_argument("--device", default="cpu", help="archive: device of the per-class evaluation")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="run: how many runs train at once (a GPU machine: several; default 1)")
     parser.add_argument("--override", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                         help="run: an extra clipseg-train override (repeatable; smoke runs, tests)")
     args = parser.parse_args(argv)
     rows = [r for r in ROWS if args.rows is None or r.name in args.rows]
     root = Path(args.root)
     if args.action == "run":
-        return run(rows, args.seeds, root, list(args.overrides))
+        if args.jobs < 1:
+            parser.error(f"--jobs must be at least 1, got {args.jobs}")
+        return run(rows, args.seeds, root, list(args.overrides), args.jobs)
     if args.action == "archive":
         try:
             archive(rows, root, Path(args.to), args.device)

@@ -128,6 +128,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", nargs="+", default=["twin", "trainval", "peer"], choices=("twin", "trainval", "peer"))
     ap.add_argument("--override", nargs="*", default=[], help="extra KEY=VALUE for every run")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="run: how many of the runs train at once (a GPU machine: 3; default 1)")
     ap.add_argument("--out", type=Path, default=None, help="export: the model file to write")
     ap.add_argument("--calib", type=Path, default=Path("../shared/data/camvid/train"),
                     help="export: int8 calibration images (default ../shared/data/camvid/train); 'none' = no int8")
@@ -145,9 +147,12 @@ def main(argv=None) -> int:
             print(shlex.join(command(args.root, args.arm, r, args.seed, args.override) + ["--resume"]))
         return 0
     if args.action == "run":
+        if args.jobs < 1:
+            ap.error(f"--jobs must be at least 1, got {args.jobs}")
         return run_matrix(runs, [args.seed], tag="final",
                           command=lambda r, seed: command(args.root, args.arm, r, seed, args.override),
-                          finished=lambda r, seed: finished(args.root, args.arm, r))
+                          finished=lambda r, seed: finished(args.root, args.arm, r),
+                          jobs=args.jobs, log_path=lambda r, seed: run_dir(args.root, args.arm, r) / "train.log")
     if args.out is None:
         print("final: export needs --out", file=sys.stderr)
         return 2
