@@ -96,10 +96,27 @@ def test_runner_and_report_on_real_runs(tmp_path, monkeypatch):
     assert "Per-class val IoU" in md and "| sky | road | car | tree |" in md
     # archive: the records (never checkpoints) go to the repository's folder; a second call copies nothing
     dest = tmp_path / "repo_runs"
-    assert decisive_main(["archive", "--root", str(root), "--to", str(dest), "--rows", "baseline", "random"]) == 0
+    # what produced each run: the trainer's runtime record (precision, threads, commit)
+    runtime = json.loads((root / "baseline" / "seed0" / "baseline" / "summary.json").read_text())["runtime"]
+    assert runtime["precision"] == "fp32" and runtime["threads"] == 1 and runtime["device"] == "cpu"
+    from clipseg_training.provenance import code_commit
+    assert runtime["commit"] == code_commit()              # this checkout's commit (None outside git)
+    assert result["rows"]["baseline"]["per_seed"]["0"]["provenance"]["precision"] == "fp32"
+    assert "What produced each run:" in md
+    assert decisive_main(["archive", "--root", str(root), "--to", str(dest), "--rows", "baseline", "random",
+                          "--provenance", "machine=test box"]) == 0
+    prov = json.loads((dest / "random" / "seed1" / "stage1" / "provenance.json").read_text())
+    assert prov == {"machine": "test box"}
+    assert decisive_main(["report", "--root", str(dest), "--out", str(tmp_path / "rep2"), "--rows", "random"]) == 0
+    again = json.loads((tmp_path / "rep2" / "results.json").read_text())["rows"]["random"]["per_seed"]["1"]
+    assert again["provenance"]["machine"] == "test box" and again["provenance"]["precision"] == "fp32"
+    assert "| test box |" in (tmp_path / "rep2" / "results.md").read_text()
+    with pytest.raises(SystemExit):
+        decisive_main(["archive", "--root", str(root), "--to", str(dest), "--provenance", "colour=red"])
     kept = sorted(str(f.relative_to(dest)) for f in dest.rglob("*") if f.is_file())
+    names = ("config.yaml", "log.csv", "provenance.json", "summary.json", "val.csv")
     assert kept == sorted(f"{row}/seed{s}/{st}/{name}" for row, st in (("baseline", "baseline"), ("random", "stage1"))
-                          for s in (0, 1) for name in ("config.yaml", "log.csv", "summary.json", "val.csv"))
+                          for s in (0, 1) for name in names)
     from clipseg_training.decisive import ROWS, archive
     assert archive([r for r in ROWS if r.name == "baseline"], root, dest) == []
     # a run trained before per-class IoU was recorded: archive evaluates its last.pt

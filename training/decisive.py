@@ -166,14 +166,15 @@ def collect(rows, root: Path) -> dict:
             stage_dir = d / row.stage
             hist = history(stage_dir)
             rec = {"history": hist, "last2": score(hist), "best": max((m for _, m in hist), default=None),
-                   "class_iou": final_class_iou(stage_dir)}
+                   "class_iou": final_class_iou(stage_dir), "provenance": provenance(stage_dir)}
             (seeds if finished(row, seed, root) else partial)[seed] = rec
         last2 = [v["last2"] for v in seeds.values()]
         data[row.name] = {
             "label": row.label, "config": row.config, "stage": row.stage, "n": len(seeds),
             "iters": iters, "batch_size": bs, "crop_size": list(cfg["data"]["crop_size"]),
             "epochs": round(iters * bs / CAMVID_TRAIN_IMAGES, 1), "scoring": SCORING,
-            "per_seed": {str(s): {"last2": round(v["last2"], 3), "best": round(v["best"], 3)}
+            "per_seed": {str(s): {"last2": round(v["last2"], 3), "best": round(v["best"], 3),
+                                  **({"provenance": v["provenance"]} if v["provenance"] else {})}
                          for s, v in sorted(seeds.items())},
             "mean": round(float(np.mean(last2)), 3) if last2 else None,
             "std": round(float(np.std(last2, ddof=1)), 3) if len(last2) > 1 else None,
@@ -185,6 +186,23 @@ def collect(rows, root: Path) -> dict:
                             for s, v in sorted(partial.items())},
         }
     return data
+
+
+PROVENANCE_KEYS = ("commit", "precision", "threads", "device", "machine")
+
+
+def provenance(stage_dir: Path) -> dict:
+    """What produced a finished run: ``provenance.json`` (written by ``archive --provenance``)
+    over the trainer's own ``runtime`` record in ``summary.json`` (runs from later commits)."""
+    out = {}
+    summary = stage_dir / "summary.json"
+    if summary.is_file():
+        runtime = json.loads(summary.read_text()).get("runtime") or {}
+        out.update({k: runtime[k] for k in PROVENANCE_KEYS if runtime.get(k) is not None})
+    extra = stage_dir / "provenance.json"
+    if extra.is_file():
+        out.update(json.loads(extra.read_text()))
+    return out
 
 
 def _class_iou_summary(seeds: dict) -> dict | None:
@@ -259,6 +277,14 @@ def format_markdown(result: dict) -> str:
         for n, c in with_iou.items():
             lines.append(f"| {rows[n]['label']} | {len(c['per_seed'])} | "
                          + " | ".join(f"{x:.1f}" for x in c["mean"]) + " |")
+    prov = [(r["label"], seed, v["provenance"]) for r in rows.values() for seed, v in r["per_seed"].items()
+            if v.get("provenance")]
+    if prov:
+        lines += ["", "What produced each run:", "", "| row | seed | commit | precision | threads | machine |",
+                  "|---|---|---|---|---|---|"]
+        for label, seed, p in prov:
+            lines.append(f"| {label} | {seed} | {p.get('commit', '—')} | {p.get('precision', '—')} | "
+                         f"{p.get('threads', '—')} | {p.get('machine', '—')} |")
     a = result["authors"]
     diffs = [s - b for s, b in zip(a["stage1"], a["baseline"])]
     lines += ["", f"The authors' logs (STDC1, one seed, {a['crop_size'][0]}x{a['crop_size'][1]} crops, "
@@ -314,10 +340,12 @@ def _plot(data: dict, path: Path) -> None:
 RECORD_FILES = ("summary.json", "val.csv", "log.csv", "config.yaml")
 
 
-def archive(rows, root: Path, dest: Path, device: str = "cpu") -> list[Path]:
+def archive(rows, root: Path, dest: Path, device: str = "cpu", provenance_of: dict | None = None) -> list[Path]:
     """Copy every finished run's record from ``root`` to ``dest`` (same layout); add
-    ``eval_last/metrics.json`` where the summary lacks per-class IoU. Returns the run folders
-    written; runs already archived with the same summary are left alone."""
+    ``eval_last/metrics.json`` where the summary lacks per-class IoU, and ``provenance.json``
+    (``provenance_of``: commit, precision, machine, ... the trainer did not record) to the runs
+    archived now. Returns the run folders written; runs already archived with the same summary
+    are left alone."""
     import shutil
 
     written = []
@@ -349,6 +377,8 @@ def archive(rows, root: Path, dest: Path, device: str = "cpu") -> list[Path]:
                 payload = json.loads(metrics.read_text())     # no machine paths in the repository
                 payload["checkpoint"] = str(Path(root.resolve().name) / ckpt.resolve().relative_to(root.resolve()))
                 atomic_write_text(metrics, json.dumps(payload, indent=2))
+            if provenance_of:
+                atomic_write_text(dst / "provenance.json", json.dumps(provenance_of, indent=2))
             print(f"[decisive] archived {src} -> {dst}", flush=True)
             written.append(dst)
     return written
@@ -365,6 +395,9 @@ def main(argv=None) -> int:
     parser.add_argument("--commit", default=None, help="report: the commit the runs were trained from")
     parser.add_argument("--to", default="docs/results/decisive/runs", help="archive: where the records go")
     parser.add_argument("--device", default="cpu", help="archive: device of the per-class evaluation")
+    parser.add_argument("--provenance", action="append", default=[], metavar="KEY=VALUE",
+                        help="archive: what produced the runs archived now, where their summary.json "
+                             f"does not say ({', '.join(PROVENANCE_KEYS)}; repeatable)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="run: how many runs train at once (a GPU machine: several; default 1)")
     parser.add_argument("--override", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
@@ -377,8 +410,14 @@ def main(argv=None) -> int:
             parser.error(f"--jobs must be at least 1, got {args.jobs}")
         return run(rows, args.seeds, root, list(args.overrides), args.jobs)
     if args.action == "archive":
+        prov = {}
+        for item in args.provenance:
+            key, sep, value = item.partition("=")
+            if not sep or key not in PROVENANCE_KEYS:
+                parser.error(f"--provenance {item!r}: expected KEY=VALUE with KEY one of {', '.join(PROVENANCE_KEYS)}")
+            prov[key] = value
         try:
-            archive(rows, root, Path(args.to), args.device)
+            archive(rows, root, Path(args.to), args.device, prov)
         except (OSError, RuntimeError, ValueError) as exc:
             print(f"decisive archive: {exc}", file=sys.stderr)
             return 1

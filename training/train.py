@@ -39,6 +39,7 @@ from clipseg_ros.atomic_files import atomic_write_text
 from .checkpoint import (atomic_torch_save, best_payload, checkpoint_iteration, jsonable, last_payload,
                          load_network_state, restore_training_state)
 from .config import ConfigError, dump_config, load_config
+from .provenance import code_commit
 from .evaluate import evaluate
 from .export import export_checkpoint
 from .losses import SegmentationCriterion, class_weights
@@ -325,11 +326,19 @@ class Trainer:
                    "train_split": self.cfg["data"]["train_split"], "train_images": len(self.train_set),
                    "val_images": len(self.val_set) if self.val_set is not None else 0,
                    "class_names": self.class_names,
-                   "history": self.history, "command": " ".join(self.argv), "info": self.info}
+                   "history": self.history, "command": " ".join(self.argv), "info": self.info,
+                   "runtime": self._runtime()}
         if self.main:
             # atomic: a summary marks the run finished (``--resume`` and the experiment runners skip it)
             atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2))
         return summary
+
+    def _runtime(self) -> dict:
+        """How this run (its last resume) ran: precision, device, threads, PyTorch, the code's commit.
+        Kept in summary.json so that archived runs say what produced them."""
+        return {"precision": self.precision.name, "precision_note": self.precision.describe(),
+                "device": str(self.device), "threads": torch.get_num_threads(),
+                "torch": torch.__version__, "commit": code_commit()}
 
     def _best_payload(self, result):
         return best_payload(stage=self.stage, config=self.cfg, class_names=self.class_names,
