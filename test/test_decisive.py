@@ -82,9 +82,19 @@ def test_runner_and_report_on_real_runs(tmp_path, monkeypatch):
     assert p["seeds"] == [0, 1] and len(p["ci95"]) == 2
     assert p["differences"][0] == pytest.approx(rnd["per_seed"]["0"]["last2"] - base["per_seed"]["0"]["last2"],
                                                 abs=1e-2)
+    # guided − baseline at every evaluation (the plot's curves; results.md's first / last column)
+    for seed in ("0", "1"):
+        want = [[i, round(m - dict(base["curves"][seed])[i], 3)] for i, m in rnd["curves"][seed]]
+        assert p["at_evaluations"][seed] == want and len(want) == 4
+    # training time: the trainer's own train_seconds, per run
+    for r, row, stage in ((base, "baseline", "baseline"), (rnd, "random", "stage1")):
+        summary = json.loads((root / row / "seed0" / stage / "summary.json").read_text())
+        assert r["per_seed"]["0"]["train_seconds"] == round(summary["train_seconds"], 1) > 0
     assert (out / "guided_minus_baseline.png").stat().st_size > 5000
     md = (out / "results.md").read_text()
     assert "abc123" in md and "authors' logs" in md
+    a0 = p["at_evaluations"]["0"]
+    assert f"0: {a0[0][1]:+.2f} / {a0[-1][1]:+.2f}" in md
     # per-class IoU of the final weights: recorded by the trainer at the last evaluation
     for r, row, stage in ((base, "baseline", "baseline"), (rnd, "random", "stage1")):
         c = r["class_iou"]

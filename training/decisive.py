@@ -165,8 +165,11 @@ def collect(rows, root: Path) -> dict:
             seed = int(d.name[4:])
             stage_dir = d / row.stage
             hist = history(stage_dir)
+            summary = stage_dir / "summary.json"
             rec = {"history": hist, "last2": score(hist), "best": max((m for _, m in hist), default=None),
-                   "class_iou": final_class_iou(stage_dir), "provenance": provenance(stage_dir)}
+                   "class_iou": final_class_iou(stage_dir), "provenance": provenance(stage_dir),
+                   "train_seconds": (json.loads(summary.read_text()).get("train_seconds")
+                                     if summary.is_file() else None)}
             (seeds if finished(row, seed, root) else partial)[seed] = rec
         last2 = [v["last2"] for v in seeds.values()]
         data[row.name] = {
@@ -174,7 +177,9 @@ def collect(rows, root: Path) -> dict:
             "iters": iters, "batch_size": bs, "crop_size": list(cfg["data"]["crop_size"]),
             "epochs": round(iters * bs / CAMVID_TRAIN_IMAGES, 1), "scoring": SCORING,
             "per_seed": {str(s): {"last2": round(v["last2"], 3), "best": round(v["best"], 3),
-                                  **({"provenance": v["provenance"]} if v["provenance"] else {})}
+                                  **({"provenance": v["provenance"]} if v["provenance"] else {}),
+                                  **({"train_seconds": round(v["train_seconds"], 1)}
+                                     if v["train_seconds"] is not None else {})}
                          for s, v in sorted(seeds.items())},
             "mean": round(float(np.mean(last2)), 3) if last2 else None,
             "std": round(float(np.std(last2, ddof=1)), 3) if len(last2) > 1 else None,
@@ -227,6 +232,13 @@ def paired(data: dict, name: str, ref: str = REFERENCE) -> dict | None:
     d = np.array([a["per_seed"][s]["last2"] - b["per_seed"][s]["last2"] for s in common])
     out = {"seeds": [int(s) for s in common], "differences": [round(float(x), 3) for x in d],
            "mean": round(float(d.mean()), 3)}
+    if a.get("curves") and b.get("curves"):      # guided − baseline at every shared evaluation, per seed
+        by_eval = {}
+        for s in common:
+            ref_curve = {int(i): m for i, m in b["curves"].get(s, [])}
+            by_eval[s] = [[int(i), round(m - ref_curve[int(i)], 3)] for i, m in a["curves"].get(s, [])
+                          if int(i) in ref_curve]
+        out["at_evaluations"] = by_eval
     if d.size > 1:
         half = t95(d.size - 1) * float(d.std(ddof=1)) / math.sqrt(d.size)
         m = float(d.mean())
@@ -242,7 +254,7 @@ def report(rows, root: Path, out_dir: Path, commit: str | None = None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "results.json", json.dumps(result, indent=2))
     (out_dir / "results.md").write_text(format_markdown(result))
-    _plot(data, out_dir / "guided_minus_baseline.png")
+    _plot(data, result["paired"], out_dir / "guided_minus_baseline.png")
     return result
 
 
@@ -259,15 +271,18 @@ def format_markdown(result: dict) -> str:
         prog = "".join(f"; seed {s} running ({v['evaluations']} evaluations)" for s, v in r["in_progress"].items())
         lines.append(f"| {r['label']} | {r['n']} | {r['epochs']} | {r['crop_size'][0]}x{r['crop_size'][1]} | "
                      f"{r['iters']} x {r['batch_size']} | {mean} | {best} | {per}{prog} |")
-    lines += ["", "| paired difference (− baseline) | seeds | per seed | mean | 95 % interval |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| paired difference (− baseline) | seeds | per seed | mean | 95 % interval "
+                  "| per seed at the first / last single evaluation |",
+              "|---|---|---|---|---|---|"]
     for name, p in result["paired"].items():
         if p is None:
-            lines.append(f"| {rows[name]['label']} | 0 | — | — | — |")
+            lines.append(f"| {rows[name]['label']} | 0 | — | — | — | — |")
             continue
         ci = f"[{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]" if "ci95" in p else "— (one seed)"
+        ends = ", ".join(f"{s}: {d[0][1]:+.2f} / {d[-1][1]:+.2f}"
+                         for s, d in p.get("at_evaluations", {}).items() if d) or "—"
         lines.append(f"| {rows[name]['label']} | {len(p['seeds'])} | "
-                     f"{', '.join(f'{x:+.2f}' for x in p['differences'])} | {p['mean']:+.2f} | {ci} |")
+                     f"{', '.join(f'{x:+.2f}' for x in p['differences'])} | {p['mean']:+.2f} | {ci} | {ends} |")
     with_iou = {n: r["class_iou"] for n, r in rows.items() if r.get("class_iou")}
     if with_iou:
         names = next(iter(with_iou.values()))["class_names"]
@@ -277,14 +292,18 @@ def format_markdown(result: dict) -> str:
         for n, c in with_iou.items():
             lines.append(f"| {rows[n]['label']} | {len(c['per_seed'])} | "
                          + " | ".join(f"{x:.1f}" for x in c["mean"]) + " |")
-    prov = [(r["label"], seed, v["provenance"]) for r in rows.values() for seed, v in r["per_seed"].items()
+    prov = [(r, seed, v["provenance"]) for r in rows.values() for seed, v in r["per_seed"].items()
             if v.get("provenance")]
     if prov:
-        lines += ["", "What produced each run:", "", "| row | seed | commit | precision | threads | machine |",
-                  "|---|---|---|---|---|---|"]
-        for label, seed, p in prov:
-            lines.append(f"| {label} | {seed} | {p.get('commit', '—')} | {p.get('precision', '—')} | "
-                         f"{p.get('threads', '—')} | {p.get('machine', '—')} |")
+        lines += ["", "What produced each run:", "",
+                  "| row | seed | commit | precision | threads | machine "
+                  "| training time (`train_seconds`, evaluations included) |",
+                  "|---|---|---|---|---|---|---|"]
+        for r, seed, p in prov:
+            secs = r["per_seed"][seed].get("train_seconds")
+            took = "—" if secs is None else f"{secs:.0f} s ({secs / r['iters']:.2f} s/iteration)"
+            lines.append(f"| {r['label']} | {seed} | {p.get('commit', '—')} | {p.get('precision', '—')} | "
+                         f"{p.get('threads', '—')} | {p.get('machine', '—')} | {took} |")
     a = result["authors"]
     diffs = [s - b for s, b in zip(a["stage1"], a["baseline"])]
     lines += ["", f"The authors' logs (STDC1, one seed, {a['crop_size'][0]}x{a['crop_size'][1]} crops, "
@@ -297,23 +316,18 @@ def format_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(data: dict, path: Path) -> None:
+def _plot(data: dict, pairs: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    base = data.get(REFERENCE, {}).get("curves", {})
     colours = {"clip_rn50": "tab:blue", "random": "tab:orange"}
     for name, r in data.items():
         if name == REFERENCE:
             continue
         diffs = []
-        for seed, curve in r["curves"].items():
-            if seed not in base:
-                continue
-            b = dict((int(i), m) for i, m in base[seed])
-            pts = [(int(i), m - b[int(i)]) for i, m in curve if int(i) in b]
+        for pts in ((pairs.get(name) or {}).get("at_evaluations") or {}).values():
             if pts:
                 x, y = zip(*pts)
                 ax.plot(x, y, color=colours.get(name, "gray"), alpha=0.3, lw=1)
