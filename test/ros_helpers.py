@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from clipseg_ros.processes import kill_group, seg_node_executable
+from clipseg_ros.spinning import BackgroundSpinner
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -322,14 +323,9 @@ class RosHarness:
         self.executor = MultiThreadedExecutor(num_threads=num_threads, context=self.context)
         self.executor.add_node(self.node)
         self.nodes = [self.node]
-        self._thread = threading.Thread(target=self._spin, name="ros_harness_spin", daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        try:
-            self.executor.spin()
-        except Exception:  # noqa: BLE001 - the context was shut down under us
-            pass
+        # spin_once in a loop that survives rclpy's destroy-while-spinning races (an exception
+        # ending executor.spin() would silently stop every later delivery); see spinning.py
+        self.spinner = BackgroundSpinner(self.executor, self.context, name="ros_harness_spin").start()
 
     def add(self, node):
         """Spin ``node`` too (it must use ``self.context``); returns it."""
@@ -372,13 +368,13 @@ class RosHarness:
                 self.remove(node)
             except Exception:  # noqa: BLE001
                 pass
+        self.spinner.stop()
         self.executor.shutdown(timeout_sec=5.0)
         try:
             self.node.destroy_node()
         except Exception:  # noqa: BLE001
             pass
         self.context.try_shutdown()
-        self._thread.join(timeout=5.0)
 
     def __enter__(self):
         return self

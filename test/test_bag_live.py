@@ -98,6 +98,7 @@ def test_live_matches_offline_at_recorded_rate(model, bags, camvid_root, tmp_pat
     assert res["rate"]["sent_hz"] == pytest.approx(10.0, rel=0.3)     # recorded 10 Hz
     assert res["metrics"] == json.loads(json.dumps(cm.to_json_dict(list(res["model"]["class_names"]))))
     assert "-p" in res["node"]["command"] and "qos_depth:=1" in res["node"]["command"]
+    assert res["live"]["spin_errors"] == {"count": 0, "last": []}
     for name in ("results.md", "latency_hist.png", "latency_timeline.png", "contact_sheet.png",
                  "per_class_iou.png", "node.log"):
         assert (out / name).exists(), name

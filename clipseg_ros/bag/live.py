@@ -443,6 +443,9 @@ class _Replay:
                      "policy": ("closed loop: next frame after the previous frame's labels (or --timeout)"
                                 if self.cfg.rate == "max" else
                                 f"open loop at {self.cfg.rate:g}x the recorded rate"),
-                     "diagnostics_final": self.ros.diag_snapshot()},
+                     "diagnostics_final": self.ros.diag_snapshot(),
+                     # exceptions the evaluator's own spin loop caught and survived (should be 0)
+                     "spin_errors": {"count": self.ros.spinner.error_count,
+                                     "last": self.ros.spinner.errors[-5:]}},
             "per_frame": self.per_frame,
         }

@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from ..spinning import BackgroundSpinner
+
 __all__ = ["RosSide", "diag_counts", "stamp_of"]
 
 
@@ -40,7 +42,7 @@ class RosSide:
         self.rclpy = rclpy
         self.QoSProfile, self.Rel, self.Hist = QoSProfile, ReliabilityPolicy, HistoryPolicy
         self.context = Context()
-        self.node = self.executor = self.thread = None
+        self.node = self.executor = self.spinner = None
         rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
         try:
             self._setup(input_topic, compressed, node_name, record_outputs)
@@ -73,14 +75,8 @@ class RosSide:
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, diag_qos)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, name="clipseg_bag_eval_spin", daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        try:
-            self.executor.spin()
-        except Exception:  # noqa: BLE001 - context shut down under us at exit
-            pass
+        # one exception in a callback must not silently stop every later delivery
+        self.spinner = BackgroundSpinner(self.executor, self.context, name="clipseg_bag_eval_spin").start()
 
     def _on_diag(self, msg):
         now = time.time_ns()
@@ -144,6 +140,8 @@ class RosSide:
         self.pub.publish(msg)
 
     def close(self) -> None:
+        if self.spinner is not None:
+            self.spinner.stop(timeout=2.0)
         if self.executor is not None:
             try:
                 self.executor.shutdown(timeout_sec=1.0)
@@ -159,8 +157,6 @@ class RosSide:
                 self.context.shutdown()
         except Exception:  # noqa: BLE001
             pass
-        if self.thread is not None:
-            self.thread.join(timeout=2.0)
 
 
 def stamp_of(msg) -> int:
