@@ -369,6 +369,11 @@ class RosHarness:
             except Exception:  # noqa: BLE001
                 pass
         self.spinner.stop()
+        if self.spinner.error_count:
+            import warnings
+
+            warnings.warn(f"RosHarness: the spin loop caught and survived {self.spinner.error_count} "
+                          f"exception(s), last: {self.spinner.errors[-3:]}", stacklevel=2)
         self.executor.shutdown(timeout_sec=5.0)
         try:
             self.node.destroy_node()
