@@ -32,6 +32,7 @@ from pathlib import Path
 
 from ..machine import latency_summary, loadavg, machine_info
 from ..processes import NodeProcess, StopSignals, node_command, proc_status
+from ..spinning import BackgroundSpinner
 from .catalogue import PACKAGED_DEFAULT, REPO, BenchError, shown_path
 
 DEFAULT_BAG = REPO / "data" / "sample_bag" / "camvid_val_sample"
@@ -95,15 +96,8 @@ class Feeder:
         self.lock = threading.Lock()
         self.arrivals: dict[int, list] = {}
         self.pubs, self.subs = [], []
-        self._spin = threading.Thread(target=self._loop, daemon=True)
-        self._spin.start()
-
-    def _loop(self) -> None:
-        try:
-            while self.ctx.ok():
-                self.executor.spin_once(timeout_sec=0.05)
-        except Exception:  # noqa: BLE001 - the context went down
-            pass
+        self._spin = BackgroundSpinner(self.executor, self.ctx, name="bench_cameras_spin",
+                                       timeout_sec=0.05).start()
 
     def add_camera(self, image_topic: str, labels_topic: str) -> int:
         i = len(self.pubs)
@@ -129,7 +123,7 @@ class Feeder:
             self.rclpy.shutdown(context=self.ctx)
         except Exception:  # noqa: BLE001
             pass
-        self._spin.join(timeout=2.0)
+        self._spin.stop(timeout=2.0)
         self.executor.shutdown(timeout_sec=1.0)
         self.node.destroy_node()
 

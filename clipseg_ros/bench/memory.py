@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from ..machine import latency_summary
+from ..spinning import BackgroundSpinner
 from ..processes import NodeProcess, node_command, proc_status
 from .catalogue import BenchError, parse_size, size_name
 from .frames import synthetic_frame
@@ -55,16 +56,7 @@ def run_node_memory(default_file: Path, opts, out_dir: Path, log) -> dict:
         node.create_subscription(Image, f"/{node_name}/labels", on_labels, qos)
         executor = SingleThreadedExecutor(context=ctx)
         executor.add_node(node)
-
-        def spin_loop():
-            try:
-                while ctx.ok():
-                    executor.spin_once(timeout_sec=0.1)
-            except Exception:  # noqa: BLE001
-                pass
-
-        spin = threading.Thread(target=spin_loop, daemon=True)
-        spin.start()
+        spin = BackgroundSpinner(executor, ctx, name="bench_memory_spin").start()
         msg = array_to_image(frame, "rgb8", msg_cls=Image)
         t_start = time.perf_counter()
         proc.start()
@@ -115,7 +107,7 @@ def run_node_memory(default_file: Path, opts, out_dir: Path, log) -> dict:
         except Exception:  # noqa: BLE001
             pass
         if spin is not None:
-            spin.join(timeout=2.0)
+            spin.stop(timeout=2.0)
         if executor is not None:
             executor.shutdown(timeout_sec=1.0)
         if node is not None:

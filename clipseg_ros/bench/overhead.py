@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..machine import latency_summary
+from ..spinning import BackgroundSpinner
 from .catalogue import BenchError, size_name
 from .frames import synthetic_frame
 
@@ -68,8 +69,7 @@ class _RosPublishBench:
                 self._subs.append(self.node.create_subscription(Image, topic, self._on_msg, qos))
             self.executor = SingleThreadedExecutor(context=self.context)
             self.executor.add_node(self.node)
-            self.thread = threading.Thread(target=self._spin, daemon=True)
-            self.thread.start()
+            self.spinner = BackgroundSpinner(self.executor, self.context, name="bench_overhead_spin").start()
             deadline = time.monotonic() + 10.0
             while any(p.get_subscription_count() < 1 for p in self.pubs.values()):
                 if time.monotonic() > deadline:
@@ -93,21 +93,14 @@ class _RosPublishBench:
             return None
         return self.arrived_at - t0
 
-    def _spin(self) -> None:
-        try:
-            while self.context.ok():
-                self.executor.spin_once(timeout_sec=0.1)
-        except Exception:  # noqa: BLE001 - shutdown races end the thread
-            pass
-
     def close(self) -> None:
         try:
             if self.context.ok():
                 self.rclpy.shutdown(context=self.context)
         except Exception:  # noqa: BLE001
             pass
-        if getattr(self, "thread", None) is not None:
-            self.thread.join(timeout=2.0)
+        if getattr(self, "spinner", None) is not None:
+            self.spinner.stop(timeout=2.0)
         if getattr(self, "executor", None) is not None:
             self.executor.shutdown(timeout_sec=1.0)
         if getattr(self, "node", None) is not None:
