@@ -201,3 +201,17 @@ def test_the_committed_runs_rebuild_the_committed_report(tmp_path):
         assert got["rows"][name]["per_seed"] == row["per_seed"], name
         assert got["rows"][name]["class_iou"] == row["class_iou"], name
     assert sum(r["n"] for r in got["rows"].values()) >= 2
+    # guided − non-CLIP control, paired by seed (what a gain owes to CLIP, not to the textual loss)
+    contrast = got["versus_control"]["clip_rn50-random"]
+    clip, rnd = got["rows"]["clip_rn50"]["per_seed"], got["rows"]["random"]["per_seed"]
+    common = sorted(set(clip) & set(rnd), key=int)
+    md = (tmp_path / "results.md").read_text()
+    assert "| guided − non-CLIP control, paired by seed |" in md
+    if not common:
+        assert contrast is None
+        assert "(non-CLIP control) | 0 | — | — | — |" in md
+    else:
+        assert contrast["seeds"] == [int(s) for s in common]
+        assert contrast["differences"] == pytest.approx(
+            [clip[s]["last2"] - rnd[s]["last2"] for s in common], abs=1e-3)
+        assert f"{common[0]}: {contrast['differences'][0]:+.2f}" in md

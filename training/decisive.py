@@ -57,6 +57,9 @@ ROWS = (
         "Stage 1, fixed random unit vectors (non-CLIP control)", max_seeds=3),
 )
 REFERENCE = "baseline"
+#: guided row − control row, paired by seed: what a gain over the baseline owes to CLIP itself
+#: rather than to the auxiliary textual loss (same loss, same extra channels, random targets)
+CONTROL_CONTRASTS = (("clip_rn50", "random"),)
 
 #: The authors' own CamVid logs (github ChiaYi-LIN/mmsegmentation at d89be68b; val mIoU at each of
 #: the 10 evaluations, every 1k iterations x 16 images): work_dirs/stdc1_1x16_720x960_10k_camvid/
@@ -250,6 +253,8 @@ def report(rows, root: Path, out_dir: Path, commit: str | None = None) -> dict:
     data = collect(rows, root)
     result = {"root": str(root), "commit": commit, "scoring": SCORING, "rows": data,
               "paired": {r.name: paired(data, r.name) for r in rows if r.name != REFERENCE},
+              "versus_control": {f"{a}-{b}": paired(data, a, b) for a, b in CONTROL_CONTRASTS
+                                 if a in data and b in data},
               "authors": AUTHORS}
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "results.json", json.dumps(result, indent=2))
@@ -283,6 +288,20 @@ def format_markdown(result: dict) -> str:
                          for s, d in p.get("at_evaluations", {}).items() if d) or "—"
         lines.append(f"| {rows[name]['label']} | {len(p['seeds'])} | "
                      f"{', '.join(f'{x:+.2f}' for x in p['differences'])} | {p['mean']:+.2f} | {ci} | {ends} |")
+    contrasts = result.get("versus_control") or {}
+    if contrasts:
+        lines += ["", "| guided − non-CLIP control, paired by seed | seeds | per seed (last 2) | mean "
+                      "| 95 % interval |", "|---|---|---|---|---|"]
+        for key, p in contrasts.items():
+            a, b = key.split("-", 1)
+            label = f"{rows[a]['label']} − {rows[b]['label']}"
+            if p is None:
+                lines.append(f"| {label} | 0 | — | — | — |")
+                continue
+            ci = f"[{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]" if "ci95" in p else "— (one seed)"
+            lines.append(f"| {label} | {len(p['seeds'])} | "
+                         + ", ".join(f"{s}: {x:+.2f}" for s, x in zip(p["seeds"], p["differences"]))
+                         + f" | {p['mean']:+.2f} | {ci} |")
     with_iou = {n: r["class_iou"] for n, r in rows.items() if r.get("class_iou")}
     if with_iou:
         names = next(iter(with_iou.values()))["class_names"]
