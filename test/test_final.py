@@ -15,11 +15,13 @@ def test_plan_sets_the_same_epochs_for_every_run():
     twin, trainval, peer = final.plan("clip_rn50", 150)
     assert (twin.name, trainval.name, peer.name) == ("twin", "trainval", "peer")
     assert twin.stage == trainval.stage == "stage1" and peer.stage == "baseline"
-    assert "stage1.iters=6882" in twin.overrides            # ceil(150 * 367 / 8)
+    assert "stage1.iters=6890" in twin.overrides            # ceil(150 * 367 / 8) = 6882, up to 10 x 689
     assert "stage1.iters=8775" in trainval.overrides        # ceil(150 * 468 / 8)
-    assert "stage1.iters=6882" in peer.overrides              # the baseline runs stage 1's schedule
+    assert "stage1.iters=6890" in peer.overrides              # the baseline runs stage 1's schedule
     assert "data.train_split=train+val" in trainval.overrides and "run.val_interval=0" in trainval.overrides
-    assert "run.val_interval=688" in twin.overrides          # 10 evaluations
+    assert "run.val_interval=689" in twin.overrides          # 10 evaluations, the 10th at the end
+    short = final.plan("baseline", 50)[0]                      # the decisive experiment's schedule
+    assert "stage1.iters=2300" in short.overrides and "run.val_interval=230" in short.overrides
     # every planned config with its overrides is a valid config
     for run in (twin, trainval, peer):
         cfg = load_config(final._config_path(run.config), list(run.overrides))
@@ -55,6 +57,9 @@ def test_run_and_export_for_real(tmp_path, camvid_root, monkeypatch):
     monkeypatch.setattr(final, "CAMVID_TRAIN", n_train)
     monkeypatch.setattr(final, "CAMVID_VAL", len((camvid_root / "val.txt").read_text().split()) // 2)
     monkeypatch.setattr(final, "BATCH", 2)
+    # 2 evaluations: the twin's iterations round up to a multiple of it, which at this tiny size
+    # would otherwise outgrow the train+val run's
+    monkeypatch.setattr(final, "EVALUATIONS", 2)
     root = tmp_path / "final"
     assert final.main(["run", "--arm", "baseline", "--epochs", "0.5", "--root", str(root)]) == 0
     twin = json.loads((root / "baseline" / "twin" / "baseline" / "summary.json").read_text())

@@ -62,9 +62,12 @@ def plan(arm: str, epochs: float) -> list[Run]:
         raise ValueError(f"--epochs must be positive, got {epochs}")
     config, stage = ARMS[arm]
     key = "stage2.iters" if stage == "stage2" else "stage1.iters"     # the baseline runs stage 1's schedule
-    it_train = iterations(epochs, CAMVID_TRAIN)
+    # train-only runs: a whole number of evaluation intervals, so the 10th evaluation is the last
+    # iteration and "the last two evaluations" are two intervals apart (not the 10th plus a final
+    # one a few iterations later); 50 epochs give the decisive experiment's 2300 / 230
+    it_train = EVALUATIONS * math.ceil(iterations(epochs, CAMVID_TRAIN) / EVALUATIONS)
     it_all = iterations(epochs, CAMVID_TRAIN + CAMVID_VAL)
-    val_every = max(1, it_train // EVALUATIONS)
+    val_every = it_train // EVALUATIONS
     ckpt = max(1, it_train // 50)
     train_only = (f"{key}={it_train}", f"run.val_interval={val_every}", f"run.ckpt_interval={ckpt}")
     return [
