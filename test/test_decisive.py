@@ -215,3 +215,40 @@ def test_the_committed_runs_rebuild_the_committed_report(tmp_path):
         assert contrast["differences"] == pytest.approx(
             [clip[s]["last2"] - rnd[s]["last2"] for s in common], abs=1e-3)
         assert f"{common[0]}: {contrast['differences'][0]:+.2f}" in md
+
+
+def test_report_writes_its_rows_into_the_results_index(tmp_path):
+    """`report --index` puts every decisive row into the project's results index with the fields
+    issue 12 names (n, epochs, crop size, iterations, batch size, scoring rule, per-seed scores) and
+    keeps the index's other rows; a broken index is an error naming the file."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    index = tmp_path / "results.json"
+    index.write_text(json.dumps({"baseline": {"n": 4}, "decisive/stale": {"n": 1}}))
+    assert decisive_main(["report", "--root", str(repo / "docs/results/decisive/runs"),
+                          "--out", str(tmp_path / "rep"), "--index", str(index)]) == 0
+    data = json.loads(index.read_text())
+    assert data["baseline"] == {"n": 4} and "decisive/stale" not in data
+    rows = json.loads((tmp_path / "rep" / "results.json").read_text())["rows"]
+    assert {k for k in data if k.startswith("decisive/")} == {"decisive/" + k for k in rows}
+    for name, row in rows.items():
+        got = data["decisive/" + name]
+        for key in ("n", "epochs", "crop_size", "iters", "batch_size", "scoring", "per_seed", "mean"):
+            assert got[key] == row[key], (name, key)
+    index.write_text("{not json")
+    assert decisive_main(["report", "--root", str(repo / "docs/results/decisive/runs"),
+                          "--out", str(tmp_path / "rep"), "--index", str(index)]) == 1
+
+
+def test_the_committed_results_index_holds_the_committed_decisive_rows():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    index = json.loads((repo / "docs/results/results.json").read_text())
+    rows = json.loads((repo / "docs/results/decisive/results.json").read_text())["rows"]
+    for name, row in rows.items():
+        got = index["decisive/" + name]
+        assert got["per_seed"] == row["per_seed"] and got["n"] == row["n"] == len(row["per_seed"]), name
+        assert (got["epochs"], got["crop_size"], got["iters"], got["batch_size"]) == \
+            (row["epochs"], row["crop_size"], row["iters"], row["batch_size"]), name

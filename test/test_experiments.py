@@ -56,6 +56,18 @@ def test_report_aggregates_seeds(root, tmp_path):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_report_keeps_the_rows_other_reports_put_in_the_index(root, tmp_path):
+    """docs/results/results.json also holds the decisive experiment's rows (decisive/<row>, from
+    `decisive report --index`); rebuilding the 13-epoch rows must not drop them."""
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps({"baseline": {"n": 99}, "decisive/baseline": {"n": 5}}))
+    ex.report(list(ex.ROWS), root, out, CLASSES)
+    data = json.loads((out / "results.json").read_text())
+    assert data["decisive/baseline"] == {"n": 5}
+    assert data["baseline"]["n"] == 3                       # its own rows are rebuilt, not kept
+
+
 def test_unfinished_rows_are_reported_empty(tmp_path):
     out = tmp_path / "report"
     ex.report(list(ex.ROWS), tmp_path / "nothing", out, CLASSES)

@@ -249,6 +249,31 @@ def paired(data: dict, name: str, ref: str = REFERENCE) -> dict | None:
     return out
 
 
+#: where the project's results index keeps the decisive rows (beside the 13-epoch history rows)
+INDEX_PREFIX = "decisive/"
+INDEX_KEYS = ("label", "config", "stage", "n", "epochs", "crop_size", "iters", "batch_size", "scoring",
+              "per_seed", "mean", "std", "best_mean")
+
+
+def update_index(index: Path, result: dict, source: Path) -> None:
+    """Write the decisive rows into the project's results index (``docs/results/results.json``),
+    each as ``decisive/<row>`` with n, epochs, crop size, iterations, batch size, the scoring rule
+    and the per-seed scores; the other rows of the index are kept as they are."""
+    try:
+        data = json.loads(index.read_text()) if index.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--index {index}: not a readable results.json ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"--index {index}: expected a JSON object of rows, got {type(data).__name__}")
+    data = {k: v for k, v in data.items() if not k.startswith(INDEX_PREFIX)}
+    for name, row in result["rows"].items():
+        data[INDEX_PREFIX + name] = {**{k: row[k] for k in INDEX_KEYS if k in row},
+                                     "report": str(source),
+                                     **({"commit": result["commit"]} if result.get("commit") else {})}
+    index.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(index, json.dumps(data, indent=2))
+
+
 def report(rows, root: Path, out_dir: Path, commit: str | None = None) -> dict:
     data = collect(rows, root)
     result = {"root": str(root), "commit": commit, "scoring": SCORING, "rows": data,
@@ -426,6 +451,9 @@ def main(argv=None) -> int:
     parser.add_argument("--root", default="runs/camvid-decisive")
     parser.add_argument("--out", default="docs/results/decisive")
     parser.add_argument("--commit", default=None, help="report: the commit the runs were trained from")
+    parser.add_argument("--index", default=None,
+                        help="report: also write the rows into this results index as decisive/<row> "
+                             "(docs/results/results.json)")
     parser.add_argument("--to", default="docs/results/decisive/runs", help="archive: where the records go")
     parser.add_argument("--device", default="cpu", help="archive: device of the per-class evaluation")
     parser.add_argument("--provenance", action="append", default=[], metavar="KEY=VALUE",
@@ -456,6 +484,12 @@ def main(argv=None) -> int:
             return 1
         return 0
     result = report(rows, root, Path(args.out), args.commit)
+    if args.index:
+        try:
+            update_index(Path(args.index), result, Path(args.out) / "results.json")
+        except (OSError, ValueError) as exc:
+            print(f"decisive report: {exc}", file=sys.stderr)
+            return 1
     print(format_markdown(result))
     return 0
 

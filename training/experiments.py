@@ -267,7 +267,13 @@ def report(rows, root: Path, out_dir: Path, class_names, carry: dict | None = No
     data = collect(rows, root, carry, ablate)
     data = {k: v for k, v in data.items() if v["n"] or k in MAIN_ROWS}
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(data, indent=2))
+    index = out_dir / "results.json"
+    # rows other reports keep in the same index (decisive/<row>, written by `decisive report --index`)
+    try:
+        kept = {k: v for k, v in json.loads(index.read_text()).items() if "/" in k} if index.is_file() else {}
+    except (OSError, ValueError, AttributeError):
+        kept = {}
+    index.write_text(json.dumps({**data, **kept}, indent=2))
     lines = ["| row | seeds | val mIoU (mean ± std) | per-seed | train time / run (active) |", "|---|---|---|---|---|"]
     any_carried = False
     for name, r in data.items():
