@@ -27,6 +27,7 @@ N_CAMVID = 5
 CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
                   "Pedestrian", "Bicyclist")
 VENV_BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,6 +235,53 @@ def test_make_bag_camvid_layout(bags, camvid_root):
         assert "jpeg" in f.msg.format
         np.testing.assert_array_equal(f.rgb, jpeg_roundtrip(rgb))
         np.testing.assert_array_equal(f.gt, lab)
+
+
+def test_make_bag_records_its_source_split_without_local_paths(bags, camvid_root):
+    """The bag says which split its frames come from (the trained-on check below reads it), and no
+    directory of the machine that wrote it."""
+    with open_bag(bags["raw"]) as b:
+        source = b.info()["source"]
+    assert source == f"camvid:val {camvid_root.name}"
+    assert str(camvid_root.resolve().parent) not in source
+    with open_bag(REPO / "data/sample_bag/camvid_val_sample") as b:
+        assert b.info()["source"].startswith("camvid:val ")
+
+
+def test_training_overlap_warns_when_the_model_trained_on_the_bags_split():
+    from clipseg_ros.bag.report import training_overlap
+
+    bag = {"source": "camvid:val camvid"}
+    trained_on_val = {"provenance": {"dataset": "camvid", "train_split": "train+val"}}
+    note = training_overlap(trained_on_val, bag)
+    assert note and "camvid train+val" in note and "camvid val" in note and "not an estimate" in note
+    assert training_overlap({"provenance": {"dataset": "camvid", "train_split": "train"}}, bag) is None
+    assert training_overlap({"provenance": {"dataset": "cityscapes", "train_split": "train+val"}}, bag) is None
+    assert training_overlap(trained_on_val, {"source": None}) is None          # a robot's own bag
+    assert training_overlap(trained_on_val, {"source": "folders my_images"}) is None
+    assert training_overlap({"provenance": None}, bag) is None                   # no provenance
+
+
+def test_offline_report_carries_the_trained_on_note(bags, tmp_path, capsys):
+    """A real offline run of a model whose provenance says camvid train+val on a camvid:val bag:
+    results.json and the printed table say its mIoU is not an estimate."""
+    import torch
+
+    from clipseg_ros.model_file import save_model_file
+    from clipseg_ros.networks import create_model
+
+    torch.manual_seed(0)
+    net = create_model("mobilenetv2", len(CAMVID_CLASSES), detail_head=False, aux_heads=False).eval()
+    path = tmp_path / "trainval.clipseg"
+    save_model_file(path, net, list(CAMVID_CLASSES), input_size=[64, 96],
+                    provenance={"dataset": "camvid", "train_split": "train+val"})
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["offline", "--bag", bags["raw"], "--model", path, "--out", out,
+                                 "--device", "cpu", "--threads", "1", "--no-progress"], capsys)
+    assert code == 0, err
+    res = json.loads((out / "results.json").read_text())
+    assert "not an estimate" in res["trained_on_these_frames"]
+    assert "not an estimate" in stdout
 
 
 def test_make_bag_zstd_message_compression_reads_back(tmp_path, capsys, camvid_root):

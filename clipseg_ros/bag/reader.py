@@ -338,7 +338,24 @@ class BagSource:
             "duration_s": float(r.duration) / 1e9 if count else 0.0,
             "ros_distro": r.ros_distro,
             "topics": {t: {"type": ty, "count": n} for t, (ty, n) in self.topics.items()},
+            "source": self.custom_data().get("clipseg.source"),
         }
+
+    def custom_data(self) -> dict:
+        """The rosbag2 ``custom_data`` of the bag's ``metadata.yaml`` (``clipseg-bag-eval make-bag``
+        records where the frames came from as ``clipseg.source``, e.g. ``camvid:val ...``); empty
+        for a bare ``.mcap`` / ``.db3`` or a bag without it."""
+        meta = (self.path if self.path.is_dir() else self.path.parent) / "metadata.yaml"
+        if not meta.is_file():
+            return {}
+        try:
+            import yaml
+
+            data = yaml.safe_load(meta.read_text()) or {}
+            custom = (data.get("rosbag2_bagfile_information") or {}).get("custom_data") or {}
+        except (OSError, ValueError, AttributeError, ImportError):
+            return {}
+        return {str(k): str(v) for k, v in custom.items()} if isinstance(custom, dict) else {}
 
     # ---- topic selection ------------------------------------------------------------------
     def select_topics(self, image_topic: str | None = None, label_topic: str | None = "auto") -> None:

@@ -49,6 +49,25 @@ def model_info(path, meta, *, backend: str, device: str, precision: str, threads
             "description": description}
 
 
+def training_overlap(model: dict, bag: dict) -> str | None:
+    """A warning when the bag's frames come from a split the model was trained on (e.g. the
+    shipped model, trained on CamVid train+val, replayed on the CamVid val sample bag): its mIoU
+    then measures memorisation, not accuracy.  From the model's provenance (dataset, train split)
+    and the bag's ``clipseg.source`` record (``<dataset>:<split> ...``, written by ``make-bag``)."""
+    prov = (model or {}).get("provenance") or {}
+    source = str((bag or {}).get("source") or "")
+    layout = source.split(" ", 1)[0]
+    dataset, sep, split = layout.partition(":")
+    if not sep or not prov.get("dataset") or dataset != prov.get("dataset"):
+        return None
+    trained = [x for x in str(prov.get("train_split") or "").split("+") if x]
+    if split not in trained:
+        return None
+    return (f"the model was trained on {dataset} {'+'.join(trained)} and this bag's frames come from "
+            f"{dataset} {split}: its mIoU here is not an estimate of accuracy on new data (see the "
+            "model card for the honest estimate)")
+
+
 def sample_positions(total: int, k: int = 8) -> set[int]:
     """Up to ``k`` evenly spread positions among ``total`` frames."""
     if total <= 0 or k <= 0:
@@ -156,6 +175,8 @@ def markdown(results: dict) -> str:
     if m:
         # ConfusionMatrix reports the summary numbers in percent already
         rows += [("mIoU (%)", _fmt(m.get("miou"))), ("pixel accuracy (%)", _fmt(m.get("pixel_accuracy")))]
+        if results.get("trained_on_these_frames"):
+            rows.append(("note", "**" + results["trained_on_these_frames"] + "**"))
     lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows] + [""]
     lat = results.get("latency_ms") or {}
     if lat.get("count"):
@@ -231,6 +252,8 @@ def write_results(out_dir: Path, results: dict, *, cm=None, class_names=None, la
         files += ["per_class_iou.png", "confusion.png"]
     else:
         results.setdefault("metrics", None)
+    if results.get("metrics"):
+        results["trained_on_these_frames"] = training_overlap(results.get("model"), results.get("bag"))
     title = "end-to-end latency" if results.get("mode") == "live" else "inference latency"
     files += _plot_latency(list(latencies_s), list(latency_frames), out_dir, title)
     if samples is not None:

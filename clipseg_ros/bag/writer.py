@@ -213,7 +213,7 @@ def make_bag(source, out, *, labels=None, split: str = "val", rate_hz: float = 1
         iconn = writer.add_connection(image_topic, COMPRESSED_TYPE if compressed else IMAGE_TYPE,
                                       typestore=ts)
         lconn = writer.add_connection(label_topic, IMAGE_TYPE, typestore=ts) if has_labels else None
-        writer.set_custom_data("clipseg.source", f"{layout} {Path(source).resolve()}")
+        writer.set_custom_data("clipseg.source", f"{layout} {Path(source).name}")   # no local paths
         if mapping:
             writer.set_custom_data("clipseg.label_map",
                                    ",".join(f"{k}:{v}" for k, v in sorted(mapping.items())))
