@@ -18,11 +18,19 @@ from pathlib import Path
 
 from clipseg_ros.atomic_files import atomic_write_text
 
-LICENCE = """\
+DATA_TRAIN = """\
 - **Training data**: CamVid (Brostow et al., PRL 2009), the SegNet tutorial's 480×360 copy: the
   train split (367 images) for training and the val split (101) for model selection. Its licence
   is **CC BY-NC 4.0** (non-commercial research use). These weights are derived from that data, so
-  treat them as non-commercial too.
+  treat them as non-commercial too."""
+DATA_TRAINVAL = """\
+- **Training data**: CamVid (Brostow et al., PRL 2009), the SegNet tutorial's 480×360 copy: the
+  train and val splits together (367 + 101 = 468 images), a fixed schedule, the final checkpoint
+  (standard CamVid practice; no checkpoint was selected on any split). Its licence is
+  **CC BY-NC 4.0** (non-commercial research use). These weights are derived from that data, so
+  treat them as non-commercial too."""
+LICENCE = """\
+{data}
 - **Backbone initialisation**: torchvision's ImageNet MobileNetV2 weights (BSD-3-Clause code; the
   ImageNet terms apply to the weights).
 - **Text knowledge**: OpenAI CLIP RN50 text-encoder embeddings of the class names (MIT licence),
@@ -113,9 +121,35 @@ def _int8_lines(rec: dict | None) -> list[str]:
             f"0.5 of fp32 and int8 measures faster on the robot at start-up; `precision: int8` forces it."]
 
 
+def _twin_row(twin: dict | None, row: str) -> dict | None:
+    """The train-only twin's row of a ``decisive report`` results.json (``rows.<row>``)."""
+    if not twin:
+        return None
+    r = (twin.get("rows") or {}).get(row)
+    if not r or not r.get("n"):
+        raise ValueError(f"--twin: no finished row {row!r} in the twin results (rows: "
+                         f"{', '.join(twin.get('rows') or {}) or 'none'})")
+    return r
+
+
+def _loss_text(recipe: dict, guided: bool, detail: bool) -> str:
+    loss = recipe.get("loss") or {}
+    ce = ("plain cross-entropy (OHEM keeping every pixel, as the authors' config)"
+          if int(loss.get("ohem_min_kept_div") or 16) == 1 else "OHEM cross-entropy")
+    if loss.get("class_weight"):
+        ce += f" with {loss['class_weight']} class weights"
+    parts = [ce, "auxiliary heads"]
+    if detail:
+        parts.append("STDC detail loss")
+    if guided:
+        parts.append(f"textual loss with τ = {loss.get('tau')}")
+    return ", ".join(parts)
+
+
 def render(model_path: Path, bench: dict | None = None, live: dict | None = None,
            results: dict | None = None, command: str | None = None, speed_note: str | None = None,
-           limits: list[str] | None = None) -> str:
+           limits: list[str] | None = None, twin: dict | None = None, twin_row: str = "baseline",
+           peer: dict | None = None) -> str:
     from clipseg_ros.model_file import ModelFile
 
     mf = ModelFile(model_path)
@@ -124,25 +158,45 @@ def render(model_path: Path, bench: dict | None = None, live: dict | None = None
     recipe = prov.get("recipe") or {}
     data, optim = recipe.get("data", {}), recipe.get("optim", {})
     stage = prov.get("stage", "?")
-    iters = (recipe.get(stage) or {}).get("iters") if stage in ("stage1", "stage2") else None
+    iters = (recipe.get(stage) or {}).get("iters") if stage in ("stage1", "stage2", "baseline") else None
+    if stage == "baseline":
+        iters = (recipe.get("stage1") or {}).get("iters")
+    trained_on_val = "val" in str(prov.get("train_split") or "").split("+")
+    twin_r = _twin_row(twin, twin_row)
+    guided = bool(meta.arch.get("text_dim"))
     size_mb = model_path.stat().st_size / 1e6
     h, w = meta.input_size or (None, None)
+    members = "fp16 PyTorch weights + ONNX graph" + (" + int8 ONNX graph" if meta.int8 else "") + " + metadata"
+    if trained_on_val:
+        if twin_r:
+            acc = (f"| val mIoU | **{twin_r['mean']:.1f}** ± {twin_r['std']:.1f}: the honest estimate, from "
+                   f"its train-only twins (same recipe and schedule on the 367 train images, "
+                   f"{twin_r['n']} seeds, each scored by the mean of its last two of 10 val evaluations). "
+                   f"This file itself trained on val, so its own val score is not an estimate |")
+        else:
+            acc = "| val mIoU | not measured: this file trained on val, and no train-only twin was given |"
+    else:
+        acc = (f"| val mIoU | **{prov.get('val_miou', float('nan')):.1f}** (CamVid val, 101 images, at {w}×{h} "
+               f"upsampled to the 480×360 labels) |")
     L = [f"# Model card: `{model_path.name}`", "",
          f"The model `seg_node` loads when no `model` parameter is given. It segments street scenes into "
          f"the {len(meta.class_names)} CamVid classes.", "",
          "| | |", "|---|---|",
-         f"| network | {meta.arch['name']} context-path segmenter, "
-         + (f"with textual guidance (text width {meta.arch['text_dim']}, baked in: no text encoder "
-            "at run time) |" if meta.arch.get("text_dim") else "without textual guidance (baseline) |"),
-         f"| training | {stage} of the two-stage method; text: {_text_source(prov)} |",
-         f"| input | {w}×{h} RGB (frames of any size are resized to it, labels resized back) |",
+         f"| network | {meta.arch['name']} context-path segmenter"
+         + (f" (1/32 feature widened to {recipe.get('model', {}).get('feat32_channels')} inside the backbone)"
+            if (recipe.get("model") or {}).get("feat32_channels") else "")
+         + (f", with textual guidance (text width {meta.arch['text_dim']}, baked in: no text encoder "
+            "at run time) |" if guided else ", without textual guidance (the baseline twin) |"),
+         f"| training | {stage}" + (" of the two-stage method" if stage != "baseline" else "")
+         + f"; text: {_text_source(prov)}; split: {prov.get('train_split')} |",
+         f"| input | {w}×{h} RGB (frames of any size are resized to it; logits are upsampled bilinearly "
+         "to the frame size before the argmax) |",
          f"| classes | {', '.join(meta.class_names)} (label 255 = unlabeled) |",
-         f"| file | {size_mb:.1f} MB: fp16 PyTorch weights + ONNX graph + metadata; "
-         f"sha256 `{_sha256(model_path)[:16]}…` |",
-         f"| val mIoU | **{prov.get('val_miou', float('nan')):.1f}** (CamVid val, 101 images, at {w}×{h} "
-         f"upsampled to the 480×360 labels) |",
+         f"| file | {size_mb:.1f} MB: {members}; sha256 `{_sha256(model_path)[:16]}…` |",
+         acc,
          f"| provenance | git {prov.get('git_commit')}, exported {prov.get('exported')}, torch {prov.get('torch')} |",
-         "", "## Data and licence", "", LICENCE, "",
+         "", "## Data and licence", "",
+         LICENCE.format(data=DATA_TRAINVAL if trained_on_val else DATA_TRAIN), "",
          "## Recipe", "",
          f"- ImageNet MobileNetV2 backbone (`{Path(str(recipe.get('model', {}).get('pretrained'))).name}`); "
          + (f"{(recipe.get('stage1') or {}).get('iters', '?')} iterations of stage 1 (fixed class-name "
@@ -151,21 +205,43 @@ def render(model_path: Path, bench: dict | None = None, live: dict | None = None
             f"{'class-specific' if (recipe.get('prompt') or {}).get('class_specific') else 'shared'}), "
             f"LR {(recipe.get('stage2') or {}).get('lr')}"
             if stage == "stage2" else f"{iters or '?'} iterations of {stage}")
+         + (f" ({iters * int(data.get('batch_size') or 1) / (468 if trained_on_val else 367):.0f} epochs)"
+            if iters and stage != "stage2" else "")
          + f"; batch {data.get('batch_size')}, crops {data.get('crop_size')} "
          f"(h, w) from frames scaled by {data.get('scale_range')}, flip and photometric jitter.",
          f"- SGD, LR {optim.get('lr')}{' (stage 1)' if stage == 'stage2' else ''} with poly decay and "
          f"{optim.get('warmup_iters')}-iteration warm-up, "
-         f"backbone LR ×{optim.get('backbone_lr_mult')}, weight decay {optim.get('weight_decay')}; OHEM "
-         f"cross-entropy, auxiliary heads, STDC detail loss, textual loss with τ = "
-         f"{(recipe.get('loss') or {}).get('tau')}.",
-         f"- Best validation checkpoint at iteration {prov.get('iteration')}."]
+         f"backbone LR ×{optim.get('backbone_lr_mult')}, weight decay {optim.get('weight_decay')}; "
+         + _loss_text(recipe, guided, bool((recipe.get("model") or {}).get("detail_head"))) + ".",
+         (f"- Final checkpoint, iteration {prov.get('iteration')} (fixed schedule, nothing selected)."
+          if trained_on_val else f"- Best validation checkpoint at iteration {prov.get('iteration')}.")]
     if command:
-        L += [f"- Reproduce: `{command}`, then `clipseg-export <out>/{stage}/best.pt default.clipseg`."]
-    L += ["", "## Validation IoU per class (CamVid val)", "", "| class | IoU (%) |", "|---|---:|"]
-    for name, iou in zip(meta.class_names, prov.get("val_per_class_iou") or []):
-        L.append(f"| {name} | {100 * iou:.1f} |")
-    L.append(f"| **mean** | **{prov.get('val_miou', float('nan')):.1f}** |")
+        L += [f"- Reproduce: `{command}`"
+              + ("" if "export" in command else f", then `clipseg-export <out>/{stage}/best.pt default.clipseg`")
+              + "."]
+    if trained_on_val and twin_r:
+        ci = twin_r.get("class_iou") or {}
+        n_ci = len(ci.get("per_seed") or {})
+        L += ["", f"## Validation IoU per class (the train-only twins, CamVid val, mean of {n_ci} "
+                  "seeds, final weights)", "", "| class | IoU (%) |", "|---|---:|"]
+        for name, iou in zip(ci.get("class_names") or [], ci.get("mean") or []):
+            L.append(f"| {name} | {iou:.1f} |")
+        L.append(f"| **mean** (last two evaluations) | **{twin_r['mean']:.1f}** |")
+        L += ["", "Per seed (mean of the last two evaluations): "
+              + ", ".join(f"{v['last2']:.2f}" for v in twin_r["per_seed"].values()) + "."]
+    elif not trained_on_val:
+        L += ["", "## Validation IoU per class (CamVid val)", "", "| class | IoU (%) |", "|---|---:|"]
+        for name, iou in zip(meta.class_names, prov.get("val_per_class_iou") or []):
+            L.append(f"| {name} | {100 * iou:.1f} |")
+        L.append(f"| **mean** | **{prov.get('val_miou', float('nan')):.1f}** |")
+    if peer:
+        L += ["", f"The peer users would otherwise build, torchvision's LR-ASPP head on the same ImageNet "
+                  f"MobileNetV2, trained the same way (train only, same schedule, crops and data): "
+                  f"**{peer['last2']:.1f}** val mIoU (mean of its last two evaluations; best {peer['best']:.1f})."]
     L += _int8_lines(meta.int8)
+    if trained_on_val and meta.int8:
+        L += ["  The int8 record's val mIoUs were measured on the CamVid val sample bag, which this file "
+              "trained on: they compare int8 with fp32, they do not estimate accuracy."]
     if results:
         L += ["", "How this compares with its baseline twin and across seeds: [docs/results.md]"
                   "(../../docs/results.md)."]
@@ -175,6 +251,7 @@ def render(model_path: Path, bench: dict | None = None, live: dict | None = None
         L += ["", "## Speed on the development machine", ""] + speed + ([""] if speed and live_l else []) + live_l
         if speed_note:
             L += ["", speed_note]
+    n_img = "468 images (CamVid train + val)" if trained_on_val else "367 images"
     L += ["", "## Intended use", "",
           "- Forward-facing street scenes like CamVid's (a car driving in a European city by day, "
           "camera at about 1.2 m): road, pavement, sky, buildings, vegetation, cars, pedestrians, "
@@ -182,13 +259,17 @@ def render(model_path: Path, bench: dict | None = None, live: dict | None = None
           "- A starting point and a demonstration: check it on your own bags with `clipseg-bag-eval` "
           "before you rely on it, and train your own weights for your robot's camera and classes.",
           "", "## Limits", "",
-          "- It was trained on 367 images from 4 video sequences, all from one city in daylight, and "
-          "selected on 101 val frames of one of them. Expect lower accuracy at night, in rain, indoors, "
-          "off-road, from other viewpoints and with other cameras.",
+          f"- It was trained on {n_img} from 4 video sequences, all from one city in daylight"
+          + (". " if trained_on_val else ", and selected on 101 val frames of one of them. ")
+          + "Expect lower accuracy at night, in rain, indoors, off-road, from other viewpoints and with "
+          "other cameras.",
           "- Thin and small classes (pole, sign, pedestrian, bicyclist, fence) are the weakest. Do not "
           "use it as the only pedestrian detector on a moving robot: it is not a safety component.",
           f"- It runs at {w}×{h}, so objects much smaller than about 8 pixels at that scale are lost.",
           "- Non-commercial data licence (see above)."]
+    if trained_on_val:
+        L += ["- The CamVid val sample bag (`make demo`) holds frames it trained on: the mIoU printed there "
+              "is not an estimate of its accuracy (`clipseg-bag-eval` says so); use the twins' number above."]
     L += [f"- {x}" for x in limits or []]
     L += [""]
     return "\n".join(L)
@@ -203,6 +284,12 @@ def main(argv=None) -> int:
     p.add_argument("--live", type=Path, help="results.json of clipseg-bag-eval live")
     p.add_argument("--results", type=Path, help="results.json of the experiment report")
     p.add_argument("--command", help="the clipseg-train command that produced the checkpoint")
+    p.add_argument("--twin", type=Path,
+                   help="results.json of `decisive report`: the train-only twins' honest val estimate "
+                        "(for a model trained on train+val)")
+    p.add_argument("--twin-row", default="baseline", help="which row of --twin (default baseline)")
+    p.add_argument("--peer", type=Path, help="the LR-ASPP peer run's folder (<run>/baseline: summary.json / val.csv; "
+                        "train only, same schedule)")
     p.add_argument("--limit", action="append", default=[],
                    help="a measured limit of this model, added under Limits (repeatable)")
     p.add_argument("--speed-note",
@@ -217,8 +304,20 @@ def main(argv=None) -> int:
         except (OSError, ValueError) as exc:
             p.error(f"cannot read {path}: {exc}")
 
-    text = render(a.model, load(a.bench), load(a.live), load(a.results), a.command, a.speed_note,
-                  a.limit)
+    peer = None
+    if a.peer is not None:
+        from .decisive import history
+
+        hist = [m for _, m in history(a.peer)]
+        if len(hist) < 2:
+            p.error(f"--peer {a.peer}: needs a clipseg-train run folder with at least two evaluations "
+                    f"(summary.json or val.csv), found {len(hist)}")
+        peer = {"last2": sum(hist[-2:]) / 2, "best": max(hist)}
+    try:
+        text = render(a.model, load(a.bench), load(a.live), load(a.results), a.command, a.speed_note,
+                      a.limit, load(a.twin), a.twin_row, peer)
+    except ValueError as exc:
+        p.error(str(exc))
     out = a.out or a.model.with_suffix(".md")
     atomic_write_text(out, text)
     print(f"wrote {out}")
