@@ -268,9 +268,12 @@ def report(rows, root: Path, out_dir: Path, class_names, carry: dict | None = No
     data = {k: v for k, v in data.items() if v["n"] or k in MAIN_ROWS}
     out_dir.mkdir(parents=True, exist_ok=True)
     index = out_dir / "results.json"
-    # rows other reports keep in the same index (decisive/<row>, written by `decisive report --index`)
+    # rows another report keeps in the same index (written by `decisive report --index`)
+    from .decisive import INDEX_PREFIX
+
     try:
-        kept = {k: v for k, v in json.loads(index.read_text()).items() if "/" in k} if index.is_file() else {}
+        kept = ({k: v for k, v in json.loads(index.read_text()).items() if k.startswith(INDEX_PREFIX)}
+                if index.is_file() else {})
     except (OSError, ValueError, AttributeError):
         kept = {}
     index.write_text(json.dumps({**data, **kept}, indent=2))

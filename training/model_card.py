@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from clipseg_ros.atomic_files import atomic_write_text
+from clipseg_ros.bag.report import trained_splits
 
 DATA_TRAIN = """\
 - **Training data**: CamVid (Brostow et al., PRL 2009), the SegNet tutorial's 480×360 copy: the
@@ -158,10 +159,10 @@ def render(model_path: Path, bench: dict | None = None, live: dict | None = None
     recipe = prov.get("recipe") or {}
     data, optim = recipe.get("data", {}), recipe.get("optim", {})
     stage = prov.get("stage", "?")
-    iters = (recipe.get(stage) or {}).get("iters") if stage in ("stage1", "stage2", "baseline") else None
-    if stage == "baseline":
-        iters = (recipe.get("stage1") or {}).get("iters")
-    trained_on_val = "val" in str(prov.get("train_split") or "").split("+")
+    # the baseline runs stage 1's schedule
+    iters = ((recipe.get("stage2" if stage == "stage2" else "stage1") or {}).get("iters")
+             if stage in ("stage1", "stage2", "baseline") else None)
+    trained_on_val = "val" in trained_splits(prov)
     twin_r = _twin_row(twin, twin_row)
     guided = bool(meta.arch.get("text_dim"))
     size_mb = model_path.stat().st_size / 1e6
@@ -306,13 +307,13 @@ def main(argv=None) -> int:
 
     peer = None
     if a.peer is not None:
-        from .decisive import history
+        from .decisive import history, score
 
-        hist = [m for _, m in history(a.peer)]
+        hist = history(a.peer)
         if len(hist) < 2:
             p.error(f"--peer {a.peer}: needs a clipseg-train run folder with at least two evaluations "
                     f"(summary.json or val.csv), found {len(hist)}")
-        peer = {"last2": sum(hist[-2:]) / 2, "best": max(hist)}
+        peer = {"last2": score(hist), "best": max(m for _, m in hist)}
     try:
         text = render(a.model, load(a.bench), load(a.live), load(a.results), a.command, a.speed_note,
                       a.limit, load(a.twin), a.twin_row, peer)

@@ -49,6 +49,11 @@ def model_info(path, meta, *, backend: str, device: str, precision: str, threads
             "description": description}
 
 
+def trained_splits(provenance: dict | None) -> list[str]:
+    """The splits a model file's provenance says it trained on (``"train+val"`` -> train, val)."""
+    return [x for x in str((provenance or {}).get("train_split") or "").split("+") if x]
+
+
 def training_overlap(model: dict, bag: dict) -> str | None:
     """A warning when the bag's frames come from a split the model was trained on (e.g. the
     shipped model, trained on CamVid train+val, replayed on the CamVid val sample bag): its mIoU
@@ -60,7 +65,7 @@ def training_overlap(model: dict, bag: dict) -> str | None:
     dataset, sep, split = layout.partition(":")
     if not sep or not prov.get("dataset") or dataset != prov.get("dataset"):
         return None
-    trained = [x for x in str(prov.get("train_split") or "").split("+") if x]
+    trained = trained_splits(prov)
     if split not in trained:
         return None
     return (f"the model was trained on {dataset} {'+'.join(trained)} and this bag's frames come from "
