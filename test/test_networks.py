@@ -512,3 +512,35 @@ def test_cpu_onnxruntime_runs_a_labels_only_graph_when_no_confidence_is_asked(tm
     other = onnx.load_from_string(full)
     other.graph.output[1].name = "conf"
     assert labels_only_graph(other.SerializeToString()) is None
+
+
+def test_skip4_branch_gives_quarter_scale_logits_and_round_trips(tmp_path):
+    """model.skip4: the stride-4 refinement adds a classifier on the 1/4 feature; it trains
+    (gradients reach it and the 1/4 backbone layers), survives arch_spec and a model file, and
+    the two backends agree.  Off, the network is exactly the old one (same parameter names)."""
+    torch.manual_seed(5)
+    net = create_model("mobilenetv2", 5, 16, skip4=True).train()
+    net.text_guidance.set_text_embeddings(torch.randn(5, 16))
+    out = net(torch.randn(2, 3, 64, 96))
+    assert out["logits"].shape == (2, 5, 16, 24)                 # 1/4 scale
+    assert out["detail"].shape == (2, 1, 8, 12) and out["aux16"].shape == (2, 5, 8, 12)
+    out["logits"].float().pow(2).mean().backward()
+    assert net.skip4.conv_out.weight.grad.abs().sum() > 0
+    assert net.backbone.x8[3].conv[0][0].weight.grad.abs().sum() > 0
+    plain = create_model("mobilenetv2", 5, 16)
+    extra = set(net.state_dict()) - set(plain.state_dict())
+    assert extra and all(k.startswith("skip4.") for k in extra)
+    assert set(plain.state_dict()) <= set(net.state_dict())
+    spec = arch_spec(net)
+    assert spec["skip4"] is True and "skip4" not in arch_spec(plain)
+    assert arch_spec(build_from_spec(spec)) == spec
+    with pytest.raises(ValueError, match="skip4"):
+        create_model("stdc1", 5, None, skip4=True)
+    net.eval()
+    path = tmp_path / "s4.clipseg"
+    save_model_file(path, net, list("abcde"), input_size=[64, 96], provenance={})
+    assert ModelFile(path).meta.arch["skip4"] is True
+    img = np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    r_torch = Segmenter(path, device="cpu", backend="torch")(img, want_confidence=True)
+    r_ort = Segmenter(path, device="cpu", backend="onnxruntime")(img, want_confidence=True)
+    assert (r_torch.labels == r_ort.labels).mean() > 0.999

@@ -181,6 +181,11 @@ def test_new_switches_must_be_booleans():
     with pytest.raises(ConfigError, match="stage2.learn_prompts"):
         load_config(None, ["stage2.learn_prompts=2"])
     assert load_config(None, ["stage2.learn_prompts=false"])["stage2"]["learn_prompts"] is False
+    with pytest.raises(ConfigError, match="model.skip4"):
+        load_config(None, ["model.skip4=maybe"])
+    with pytest.raises(ConfigError, match="model.skip4 is a MobileNetV2 option"):
+        load_config(None, ["model.name=stdc1", "model.skip4=true"])
+    assert load_config(None, ["model.skip4=true"])["model"]["skip4"] is True
 
 
 def _run_cli(args, env=None, **kw):

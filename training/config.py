@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
         "feat32_channels": None,        # MobileNetV2: widen the 1/32 feature to this width inside the
                                         # backbone (both twins); = text width -> no projection (as STDC)
         "text_proj": "learned",         # learned | orthonormal (fixed) projection when widths differ
+        "skip4": False,                 # MobileNetV2: stride-4 refinement branch (logits at 1/4, for thin classes)
     },
     "text": {
         "type": "precomputed",          # precomputed | open_clip | hf | random (a control: seeded unit vectors)
@@ -269,6 +270,10 @@ def validate_config(cfg: dict) -> None:
         raise ConfigError(f"model.feat32_channels must be a positive integer or null, got {fc!r}")
     if fc is not None and m["name"] != "mobilenetv2":
         raise ConfigError(f"model.feat32_channels is a MobileNetV2 option (model.name is {m['name']})")
+    if not isinstance(m["skip4"], bool):
+        raise ConfigError(f"model.skip4 must be true or false, got {m['skip4']!r}")
+    if m["skip4"] and m["name"] != "mobilenetv2":
+        raise ConfigError(f"model.skip4 is a MobileNetV2 option (model.name is {m['name']})")
     step = cfg["data"]["scale_step"]
     if step is not None and (not isinstance(step, (int, float)) or step <= 0):
         raise ConfigError(f"data.scale_step must be a positive number or null, got {step!r}")

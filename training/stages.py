@@ -117,7 +117,7 @@ def build_stage(stage: str, cfg: dict, class_names: list[str], device="cpu",
         if stage == "stage2":
             raise ValueError("stage2 needs a guided model (model.guidance: true)")
         net = create_model(m["name"], k, None, pretrained=m["pretrained"], detail_head=m["detail_head"],
-                           feat32_channels=m["feat32_channels"])
+                           feat32_channels=m["feat32_channels"], skip4=m["skip4"])
         return TrainModule(net), info
 
     encoder = text_encoder_from_config(cfg, device)
@@ -145,7 +145,7 @@ def build_stage(stage: str, cfg: dict, class_names: list[str], device="cpu",
     net = create_model(m["name"], k, int(text.shape[1]),
                        pretrained=m["pretrained"] if init_state is None else None,
                        detail_head=m["detail_head"], feat32_channels=m["feat32_channels"],
-                       text_proj=m["text_proj"])
+                       text_proj=m["text_proj"], skip4=m["skip4"])
     net.text_guidance.set_text_embeddings(text)
     if init_state is not None:
         missing, unexpected = net.load_state_dict(init_state, strict=False)

@@ -28,7 +28,7 @@ _STDC_LAYERS = {"stdc1": (2, 2, 2), "stdc2": (4, 5, 3)}
 
 def create_model(name: str, num_classes: int, text_dim: int | None = None, pretrained=None,
                  detail_head: bool = True, aux_heads: bool = True, feat32_channels: int | None = None,
-                 text_proj: str = "learned") -> ContextPathSegmenter:
+                 text_proj: str = "learned", skip4: bool = False) -> ContextPathSegmenter:
     """Build a segmenter.
 
     ``pretrained``: backbone ImageNet weights; for ``mobilenetv2`` a local torchvision file or
@@ -36,6 +36,7 @@ def create_model(name: str, num_classes: int, text_dim: int | None = None, pretr
     or ``"download"``.  ``feat32_channels`` (MobileNetV2 only): widen the backbone's 1/32 output to
     this width inside the backbone (both twins); with the text width it makes the guidance's
     projection an identity, as in STDC.  ``text_proj``: ``learned`` or ``orthonormal`` (fixed).
+    ``skip4`` (MobileNetV2 only): the stride-4 refinement branch (see ``ContextPathSegmenter``).
     """
     key = name.lower()
     if key not in ALL_ARCHITECTURES:
@@ -47,6 +48,8 @@ def create_model(name: str, num_classes: int, text_dim: int | None = None, pretr
     factory, widths = _BACKBONES["mobilenetv2" if key == "lraspp_mobilenetv2" else key]
     if key == "lraspp_mobilenetv2" and text_dim is not None:
         raise ValueError("lraspp_mobilenetv2 is the unguided peer network; it takes no text_dim")
+    if skip4 and key != "mobilenetv2":
+        raise ValueError(f"skip4 is a MobileNetV2 option; {name} has no 1/4 feature output")
     if feat32_channels is not None:
         if key != "mobilenetv2":
             raise ValueError(f"feat32_channels is a MobileNetV2 option; {name}'s 1/32 feature is fixed")
@@ -65,7 +68,7 @@ def create_model(name: str, num_classes: int, text_dim: int | None = None, pretr
         model.arch_name = key
         return model
     model = ContextPathSegmenter(backbone, num_classes, text_dim, widths, detail_head=detail_head,
-                                 aux_heads=aux_heads, text_proj=text_proj)
+                                 aux_heads=aux_heads, text_proj=text_proj, skip4=skip4)
     model.arch_name = key
     return model
 
@@ -83,6 +86,8 @@ def arch_spec(model: ContextPathSegmenter) -> dict:
         spec["feat32_channels"] = int(model.backbone.channels[2])
     if model.text_guidance is not None and getattr(model.text_guidance, "proj_mode", "learned") == "orthonormal":
         spec["text_proj"] = "orthonormal"
+    if getattr(model, "skip4", None) is not None:
+        spec["skip4"] = True
     return spec
 
 
@@ -91,7 +96,8 @@ def deploy_spec(model) -> dict:
     return dict(arch_spec(model), detail_head=False, aux_heads=False)
 
 
-_SPEC_KEYS = {"name", "num_classes", "text_dim", "detail_head", "aux_heads", "feat32_channels", "text_proj"}
+_SPEC_KEYS = {"name", "num_classes", "text_dim", "detail_head", "aux_heads", "feat32_channels", "text_proj",
+              "skip4"}
 
 
 def build_from_spec(spec: dict) -> ContextPathSegmenter:
@@ -102,7 +108,8 @@ def build_from_spec(spec: dict) -> ContextPathSegmenter:
                         detail_head=bool(spec.get("detail_head", True)),
                         aux_heads=bool(spec.get("aux_heads", True)),
                         feat32_channels=spec.get("feat32_channels"),
-                        text_proj=spec.get("text_proj", "learned"))
+                        text_proj=spec.get("text_proj", "learned"),
+                        skip4=bool(spec.get("skip4", False)))
 
 
 def _load_stdc_pretrained(backbone: STDCNet, path, name: str) -> None:

@@ -27,7 +27,11 @@ class HeadWidths:
 class ContextPathSegmenter(TrainingOnlyHeads, nn.Module):
     """Backbone (1/8, 1/16, 1/32 features) + context path + FFM + FCN head.
 
-    ``forward`` returns a dict: ``logits`` (1/8 scale) always; in training mode also ``aux16``,
+    ``skip4``: add a stride-4 refinement (for thin classes such as poles): a 3x3 conv-BN-ReLU and a
+    1x1 classifier on the backbone's 1/4 feature, added to the bilinearly upsampled 1/8 logits
+    (LR-ASPP's low-level classifier, one stride finer).  The logits are then at 1/4 scale.
+
+    ``forward`` returns a dict: ``logits`` (1/8 scale, 1/4 with ``skip4``) always; in training mode also ``aux16``,
     ``aux32`` (auxiliary heads on the ARM outputs), ``detail`` (1/8 boundary logits, when the
     detail head is enabled) and ``score_map`` (1/32, when guided).
     """
@@ -37,7 +41,7 @@ class ContextPathSegmenter(TrainingOnlyHeads, nn.Module):
 
     def __init__(self, backbone: nn.Module, num_classes: int, text_dim: int | None = None,
                  widths: HeadWidths | None = None, detail_head: bool = True,
-                 aux_heads: bool = True, text_proj: str = "learned"):
+                 aux_heads: bool = True, text_proj: str = "learned", skip4: bool = False):
         super().__init__()
         w = widths or HeadWidths()
         c8, c16, c32 = backbone.channels
@@ -57,13 +61,23 @@ class ContextPathSegmenter(TrainingOnlyHeads, nn.Module):
         self.conv_head16 = ConvBNReLU(w.context, w.context, 3)
         self.ffm = FeatureFusionModule(c8 + w.context, w.fuse)
         self.head = SegHead(w.fuse, w.head_mid, num_classes)
+        if skip4:
+            c4 = getattr(backbone, "channels4", None)
+            if c4 is None:
+                raise ValueError(f"skip4 needs a backbone with a 1/4 feature; {type(backbone).__name__} has none")
+            self.skip4: nn.Module | None = SegHead(c4, w.aux_mid // 2, num_classes)
+        else:
+            self.skip4 = None
         # Training-only heads; the exported network is built without them.
         self.aux16 = SegHead(w.context, w.aux_mid, num_classes) if aux_heads else None
         self.aux32 = SegHead(w.context, w.aux_mid, num_classes) if aux_heads else None
         self.detail = SegHead(c8, w.aux_mid, 1) if detail_head else None
 
     def forward(self, x: torch.Tensor, text_embeddings: torch.Tensor | None = None) -> dict:
-        feat8, feat16, feat32 = self.backbone(x)
+        if self.skip4 is not None:
+            feat4, feat8, feat16, feat32 = self.backbone(x, return4=True)
+        else:
+            feat8, feat16, feat32 = self.backbone(x)
         out: dict[str, torch.Tensor] = {}
         if self.text_guidance is not None:
             score = self.text_guidance(feat32, text_embeddings)
@@ -76,7 +90,11 @@ class ContextPathSegmenter(TrainingOnlyHeads, nn.Module):
         feat16_sum = self.arm16(feat16) + feat32_up
         feat16_up = self.conv_head16(F.interpolate(feat16_sum, size=feat8.shape[2:], mode="nearest"))
         fused = self.ffm(feat8, feat16_up)
-        out["logits"] = self.head(fused)
+        logits = self.head(fused)
+        if self.skip4 is not None:
+            logits = F.interpolate(logits, size=feat4.shape[2:], mode="bilinear", align_corners=False)
+            logits = logits + self.skip4(feat4)
+        out["logits"] = logits
         if self.training:
             if self.aux16 is not None:
                 out["aux16"] = self.aux16(feat16_up)

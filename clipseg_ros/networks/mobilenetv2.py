@@ -1,7 +1,8 @@
 """MobileNetV2 backbone (torchvision definition and ImageNet weights) for the context-path segmenter.
 
 Outputs the 1/8 (32 ch), 1/16 (96 ch) and 1/32 (320 ch) features; the final 1x1 conv to 1280
-channels of the classifier is dropped.
+channels of the classifier is dropped.  ``forward(x, return4=True)`` also returns the 1/4 feature
+(24 ch, the output of torchvision's ``features[3]``) first, for the segmenter's ``skip4`` branch.
 
 ``out32=D`` widens the 1/32 output with a 1x1 conv-BN-ReLU (``widen32``, 320 -> D) inside the
 backbone, so that a textually guided twin computes its score map S from the very feature the
@@ -31,13 +32,21 @@ class MobileNetV2Backbone(nn.Module):
         self.x32 = features[14:18]
         self.widen32 = ConvBNReLU(320, int(out32), 1) if out32 else None
         self.channels = (32, 96, int(out32) if out32 else 320)
+        self.channels4 = 24
 
-    def forward(self, x: torch.Tensor):
-        feat8 = self.x8(x)
+    def forward(self, x: torch.Tensor, return4: bool = False):
+        if return4:
+            # x8 holds features[0:7]; features[3] ends at stride 4 (its slice keeps the module names)
+            feat4 = self.x8[:4](x)
+            feat8 = self.x8[4:](feat4)
+        else:
+            feat8 = self.x8(x)
         feat16 = self.x16(feat8)
         feat32 = self.x32(feat16)
         if self.widen32 is not None:
             feat32 = self.widen32(feat32)
+        if return4:
+            return feat4, feat8, feat16, feat32
         return feat8, feat16, feat32
 
     def load_imagenet(self, source: str | os.PathLike | None) -> None:
