@@ -169,3 +169,36 @@ def test_bf16_rows_time_torch_and_skip_onnxruntime(tmp_path):
         ort = by[(model, "onnxruntime")]
         assert ort["status"] == "skipped" and "bf16" in ort["note"], ort
     assert "(bf16)" in by[("default", "torch")]["backend_detail"]
+
+
+def test_deployed_rows_time_each_precision_the_node_offers(tmp_path):
+    """``--models deployed``: the default model as the node runs it, at fp32 (both backends),
+    bf16 (PyTorch only) and int8 (ONNX Runtime only, skipped when the file has no int8 graph),
+    all timed in one interleaved group with LRASPP; the deployed ratio takes the fastest."""
+    from clipseg_ros.model_file import ModelFile
+
+    out = tmp_path / "d"
+    rc = bench.main(["--quick", "--out", str(out), "--sizes", "64x48", "--models", "deployed,lraspp",
+                     "--backends", "torch,onnxruntime", "--no-raw", "--warmup", "0", "--iters", "2",
+                     "--settle-ms", "0", "--no-overhead", "--no-memory", "--no-publish", "--no-plot"])
+    assert rc == 0
+    data = json.loads((out / "bench.json").read_text())
+    by = {(r["model"], r["backend"]): r for r in data["rows"]}
+    assert by[("default-native", "torch")]["precision"] == "fp32"
+    bf16 = by[("default-native-bf16", "torch")]
+    assert bf16["status"] == "ok" and bf16["precision"] == "bf16" and "(bf16)" in bf16["backend_detail"]
+    assert bf16["label"].endswith(" bf16")
+    assert by[("default-native-bf16", "onnxruntime")]["status"] == "skipped"
+    assert "torch only" in by[("default-native-bf16", "onnxruntime")]["note"]
+    assert by[("default-native-int8", "torch")]["status"] == "skipped"
+    int8 = by[("default-native-int8", "onnxruntime")]
+    if ModelFile(bench.PACKAGED_DEFAULT).int8_bytes is None:
+        assert int8["status"] == "skipped" and "model_int8.onnx" in int8["note"], int8
+    else:
+        assert int8["status"] == "ok" and int8["precision"] == "int8"
+    dep = data["ratios"]["deployed_default_vs_lraspp"]
+    ok = [r for r in data["rows"] if r["model"].startswith("default-native") and r["status"] == "ok"]
+    fastest = min(ok, key=lambda r: r["median_ms"])
+    assert dep["status"] == "ok" and dep["default_ms"] == fastest["median_ms"]
+    assert (dep["default_backend"], dep["default_precision"]) == (fastest["backend"], fastest["precision"])
+    assert f"({fastest['precision']})" in (out / "bench.md").read_text()

@@ -35,12 +35,17 @@ class ModelSpec:
     twin: str | None = None    # key of the baseline twin (guided rows)
     tv: str | None = None      # torchvision builder
     feat32: int | None = None  # MobileNetV2's widened 1/32 feature (the faithful variant)
+    precision: str | None = None   # this row's precision, whatever --precision says (deployed rows)
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {s.key: s for s in (
     ModelSpec("default", "default", "default"),
     # as deployed: the file's own input size; the frame is resized to it and the labels back
     ModelSpec("default-native", "default", "deployed"),
+    # the same, at the node's other CPU precisions: bf16 autocast (PyTorch rows only) and the
+    # file's int8 graph (ONNX Runtime rows only; skipped when the file has none)
+    ModelSpec("default-native-bf16", "default", "deployed", precision="bf16"),
+    ModelSpec("default-native-int8", "default", "deployed", precision="int8"),
     ModelSpec("stdc1-guided", "stdc1", "guided", "stdc1", TEXT_DIM, twin="stdc1-base"),
     ModelSpec("stdc1-base", "stdc1", "baseline", "stdc1", None),
     ModelSpec("stdc2-guided", "stdc2", "guided", "stdc2", TEXT_DIM, twin="stdc2-base"),
@@ -62,6 +67,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {s.key: s for s in (
 MODEL_ALIASES = {
     "all": list(MODEL_SPECS),
     "defaults": ["default", "default-native"],
+    "deployed": ["default-native", "default-native-bf16", "default-native-int8"],
     "stdc1": ["stdc1-guided", "stdc1-base"],
     "stdc2": ["stdc2-guided", "stdc2-base"],
     "stdc": ["stdc1-guided", "stdc1-base", "stdc2-guided", "stdc2-base"],

@@ -160,18 +160,20 @@ class ModelFactory:
         trace_hw = (sizes[0][1], sizes[0][0])
         if spec.tv:
             return self._prepare_tv(spec, trace_hw)
-        if spec.key in ("default", "default-native"):
+        if spec.family == "default":
             base, label = self.default_path, self.default_label
         else:
             base, label = self._export(spec.arch, spec.text_dim, trace_hw, spec.feat32), spec.key
         pm = PreparedModel(spec, label)
         mf = ModelFile(base)
         pm.mean, pm.std = mf.meta.mean, mf.meta.std
-        if spec.key in ("default", "default-native") and self.want_onnx and mf.onnx_bytes is None:
+        if spec.family == "default" and self.want_onnx and mf.onnx_bytes is None:
             pm.note = "file has no ONNX graph"
-        if spec.key == "default-native":
+        if spec.variant == "deployed":
             hw = mf.meta.input_size
             pm.label = f"{label} native {hw[1]}x{hw[0]}" if hw else f"{label} native"
+            if spec.precision:
+                pm.label += f" {spec.precision}"
             pm.native = True
             for wh in sizes:
                 pm.files[size_name(wh)] = base

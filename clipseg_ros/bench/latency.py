@@ -33,19 +33,34 @@ def _torch_device(device: str):
     return torch.device(device)
 
 
+#: the only backend that runs each per-row precision
+_ROW_PRECISION_BACKEND = {"bf16": "torch", "int8": "onnxruntime"}
+
+
+def row_precision(pm: PreparedModel, opts) -> str:
+    return pm.spec.precision or opts.precision
+
+
 def make_runner(pm: PreparedModel, backend: str, wh: tuple[int, int], frame: np.ndarray,
                 opts: argparse.Namespace) -> Runner:
     """Build the timed callable of one row; raises Skip with the reason when it cannot run."""
     from ..segmenter import Segmenter, SegmenterConfigError
 
     device = "cuda:0" if opts.device == "cuda" else "cpu"
+    precision = row_precision(pm, opts)
+    if pm.spec.precision:
+        want = _ROW_PRECISION_BACKEND.get(pm.spec.precision)
+        if want and backend != want:
+            raise Skip(f"{pm.spec.precision} rows run on {want} only (as the node runs {pm.spec.precision})")
+        if pm.spec.precision == "int8" and device != "cpu":
+            raise Skip("the int8 graph runs on the CPU only")
     try:
         if backend == RAW:
             return _raw_runner(pm, wh, device, opts)
         if pm.spec.tv:
             return _tv_runner(pm, backend, frame, device, opts)
         seg = Segmenter(pm.files[size_name(wh)], device=device, backend=backend,
-                        precision=opts.precision, threads=opts.threads, trt_cache_dir=opts.trt_cache)
+                        precision=precision, threads=opts.threads, trt_cache_dir=opts.trt_cache)
         info = {"backend_detail": seg.description}
         if backend == "onnxruntime":
             info["providers"] = list(seg._backend.providers)
@@ -108,7 +123,7 @@ def _row_base(pm: PreparedModel, backend: str, wh, opts) -> dict:
     return {
         "kind": "latency", "model": spec.key, "label": pm.label, "family": spec.family,
         "variant": spec.variant, "twin": spec.twin, "backend": backend, "device": opts.device,
-        "precision": opts.precision, "size": size_name(wh), "width": wh[0], "height": wh[1],
+        "precision": row_precision(pm, opts), "size": size_name(wh), "width": wh[0], "height": wh[1],
         "pixels": wh[0] * wh[1], "params": pm.params, "note": pm.note, "status": "ok",
     }
 
@@ -195,8 +210,11 @@ def run_latency(models: list[PreparedModel], sizes, backends, opts, progress, lo
     rows: list[dict] = []
     for wh in sizes:
         frame = synthetic_frame(*wh, seed=1)
+        # one group per size: every row of the size, all backends, timed interleaved, so that
+        # ratios between backends (the default on ONNX Runtime over LRASPP on PyTorch) come
+        # from the same minutes of the machine
+        group: list[tuple[dict, Runner]] = []
         for backend in backends:
-            group: list[tuple[dict, Runner]] = []
             for pm in models:
                 row = _row_base(pm, backend, wh, opts)
                 rows.append(row)
@@ -214,10 +232,10 @@ def run_latency(models: list[PreparedModel], sizes, backends, opts, progress, lo
                 except Exception as exc:  # noqa: BLE001 - one bad row does not stop the run
                     row.update(status="error", note=f"{type(exc).__name__}: {exc}")
                     progress.update(1)
-            progress.set_description(f"{size_name(wh)} {backend}")
-            time_group(group, opts, progress)
-            for _, runner in group:
-                if runner.close:
-                    runner.close()
-            del group
+        progress.set_description(size_name(wh))
+        time_group(group, opts, progress)
+        for _, runner in group:
+            if runner.close:
+                runner.close()
+        del group
     return rows

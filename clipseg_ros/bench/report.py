@@ -8,21 +8,24 @@ import numpy as np
 from .catalogue import BACKEND_CHOICES, RAW, REFERENCE_SIZE
 
 
-def _vs_lraspp(ok: dict, sizes: list[str], model: str, label: str | None) -> dict:
-    """``model``'s best CPU/GPU backend row over LRASPP PyTorch at the first size where both ran."""
+def _vs_lraspp(ok: dict, sizes: list[str], models, label: str | None) -> dict:
+    """The best CPU/GPU backend row of ``models`` (a key or several: the deployed rows at each
+    precision) over LRASPP PyTorch at the first size where both ran."""
+    models = (models,) if isinstance(models, str) else tuple(models)
     for size in sizes:
         lr = ok.get(("lraspp-mbv3", "torch", size))
-        best_rows = [ok[k] for k in ok if k[0] == model and k[2] == size and k[1] in BACKEND_CHOICES]
+        best_rows = [ok[k] for k in ok if k[0] in models and k[2] == size and k[1] in BACKEND_CHOICES]
         if lr and best_rows:
             best = min(best_rows, key=lambda r: r["median_ms"])
             out = {"size": size, "status": "ok", "default": label or best["label"],
-                   "default_backend": best["backend"], "default_ms": best["median_ms"],
+                   "default_backend": best["backend"], "default_precision": best.get("precision"),
+                   "default_ms": best["median_ms"],
                    "lraspp_torch_ms": lr["median_ms"], "ratio": round(best["median_ms"] / lr["median_ms"], 4)}
             if size != REFERENCE_SIZE:
                 out["note"] = f"{REFERENCE_SIZE} not measured; compared at {size}"
             return out
     return {"size": REFERENCE_SIZE, "status": "not measured",
-            "note": f"needs {model} and lraspp-mbv3 (torch) at a common size"}
+            "note": f"needs {' or '.join(models)} and lraspp-mbv3 (torch) at a common size"}
 
 
 def compute_ratios(rows: list[dict], overhead: dict | None, default_spec_label: str) -> dict:
@@ -51,7 +54,7 @@ def compute_ratios(rows: list[dict], overhead: dict | None, default_spec_label: 
     # and as the node runs it, at its own input size ("default-native").
     sizes = list(dict.fromkeys([REFERENCE_SIZE] + [r["size"] for r in rows]))
     cmp = _vs_lraspp(ok, sizes, "default", default_spec_label)
-    deployed = _vs_lraspp(ok, sizes, "default-native", None)
+    deployed = _vs_lraspp(ok, sizes, ("default-native", "default-native-bf16", "default-native-int8"), None)
     # every row against LRASPP PyTorch at its size (a column in bench.md)
     for r in rows:
         ref = ok.get(("lraspp-mbv3", "torch", r["size"]))
@@ -150,7 +153,8 @@ def write_markdown(path: Path, result: dict) -> None:
     for what, c in (("at the frame size", c), ("as deployed (its own input size, frame resized)",
                                               ratios.get("deployed_default_vs_lraspp") or {"status": "-"})):
         if c["status"] == "ok":
-            L.append(f"- {what}: {c['default']} on {c['default_backend']}: {c['default_ms']:.1f} ms; "
+            L.append(f"- {what}: {c['default']} on {c['default_backend']} ({c.get('default_precision')}): "
+                 f"{c['default_ms']:.1f} ms; "
                      f"LRASPP PyTorch: {c['lraspp_torch_ms']:.1f} ms; ratio **{c['ratio']:.3f}**"
                      + (f" ({c['note']})" if c.get("note") else ""))
         else:
