@@ -237,7 +237,8 @@ def print_summary(result: dict, out: Path) -> None:
                   + (f"  (paired {t['paired_ratio']:.3f})" if t["paired_ratio"] else ""))
     for c in (r["default_vs_lraspp"], r.get("deployed_default_vs_lraspp") or {"status": "-"}):
         if c["status"] == "ok":
-            print(f"\n{c['default']} ({c['default_backend']}, {c.get('default_precision')}) / LRASPP torch at {c['size']}: {c['ratio']:.3f}"
+            print(f"\n{c['default']} ({c['default_backend']}, {c.get('default_precision')}) / LRASPP torch "
+                  f"at {c['size']}: {c['ratio']:.3f}"
                   + (f" ({c['note']})" if c.get("note") else ""))
         else:
             print(f"\ndefault / LRASPP: {c.get('note')}")
