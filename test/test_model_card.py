@@ -65,3 +65,31 @@ def test_bad_twin_and_peer_inputs_are_clear_errors(trainval_model, tmp_path, cap
     with pytest.raises(SystemExit):
         card_main([str(trainval_model), "--out", str(out), "--peer", str(tmp_path / "missing")])
     assert "--peer" in capsys.readouterr().err and not out.exists()
+
+
+def test_speed_section_lists_every_deployed_precision_and_the_fastest(trainval_model, tmp_path):
+    """The card's speed table takes the bench's deployed rows at every precision, and the LRASPP
+    sentence names the backend and precision the ratio came from."""
+    def row(model, backend, precision, ms):
+        return {"model": model, "backend": backend, "precision": precision, "status": "ok", "size": "480x360",
+                "pixels": 480 * 360, "median_ms": ms, "p90_ms": ms + 1, "fps": 1000 / ms}
+
+    bench = {"machine": {"cpu_model": "test CPU", "threads": 2, "date": "2026-12-07"},
+             "rows": [row("default-native", "onnxruntime", "fp32", 30.0),
+                      row("default-native-bf16", "torch", "bf16", 20.0),
+                      row("default-native-int8", "onnxruntime", "int8", 25.0),
+                      row("lraspp-mbv3", "torch", "fp32", 45.0),
+                      dict(row("default-native-int8", "torch", "int8", 1.0), status="skipped")],
+             "ratios": {"deployed_default_vs_lraspp": {
+                 "status": "ok", "size": "480x360", "default_backend": "torch", "default_precision": "bf16",
+                 "default_ms": 20.0, "lraspp_torch_ms": 45.0, "ratio": 0.4444}}}
+    bench_path = tmp_path / "bench.json"
+    bench_path.write_text(json.dumps(bench))
+    out = tmp_path / "card.md"
+    assert card_main([str(trainval_model), "--out", str(out), "--bench", str(bench_path)]) == 0
+    card = out.read_text()
+    assert "| 480x360 | torch | bf16 | 20.0 | 21.0 | 50 |" in card
+    assert "| 480x360 | onnxruntime | int8 | 25.0 | 26.0 | 40 |" in card
+    assert "| 480x360 | onnxruntime | fp32 | 30.0 | 31.0 | 33 |" in card
+    assert "| 1.0 |" not in card and "45.0 |" not in card          # skipped and reference rows are not ours
+    assert "(torch, bf16) 20.0 ms vs 45.0 ms (ratio 0.44)" in card

@@ -63,19 +63,23 @@ def _text_source(prov: dict) -> str:
 
 
 def _speed_lines(bench: dict) -> list[str]:
-    rows = [r for r in bench.get("rows", []) if r.get("model") == "default-native" and r.get("status") == "ok"]
+    rows = [r for r in bench.get("rows", [])
+            if str(r.get("model", "")).startswith("default-native") and r.get("status") == "ok"]
     if not rows:
         return []
     m = bench.get("machine", {})
     out = [f"Measured with `clipseg-bench` on {m.get('cpu_model', '?')}, {m.get('threads', '?')} threads "
            f"({m.get('date', '?')}). The file's own input size is used, as the node runs it: the frame is "
            "resized to it and the labels back. Batch 1, median (p90) ms:", "",
-           "| frame size | backend | median ms | p90 ms | FPS |", "|---|---|---:|---:|---:|"]
-    for r in sorted(rows, key=lambda r: (r["pixels"], r["backend"])):
-        out.append(f"| {r['size']} | {r['backend']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | {r['fps']:.0f} |")
+           "| frame size | backend | precision | median ms | p90 ms | FPS |", "|---|---|---|---:|---:|---:|"]
+    for r in sorted(rows, key=lambda r: (r["pixels"], r["backend"], r.get("precision") or "")):
+        out.append(f"| {r['size']} | {r['backend']} | {r.get('precision') or 'fp32'} | {r['median_ms']:.1f} | "
+                   f"{r['p90_ms']:.1f} | {r['fps']:.0f} |")
     cmp = (bench.get("ratios") or {}).get("deployed_default_vs_lraspp") or {}
     if cmp.get("status") == "ok":
-        out += ["", f"Against torchvision's LRASPP-MobileNetV3-Large in PyTorch at {cmp['size']}: "
+        how = f" ({cmp['default_backend']}, {cmp['default_precision']})" if cmp.get("default_precision") else ""
+        out += ["", f"Against torchvision's LRASPP-MobileNetV3-Large in PyTorch at {cmp['size']}, in the "
+                    f"same interleaved run: the fastest way the node can run this file{how} "
                     f"{cmp['default_ms']:.1f} ms vs {cmp['lraspp_torch_ms']:.1f} ms (ratio {cmp['ratio']:.2f})."]
     return out
 
