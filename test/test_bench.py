@@ -151,6 +151,12 @@ def test_faithful_rows_export_the_widened_network(tmp_path):
     # not the same file as the narrow MobileNetV2 twins
     narrow = factory.prepare(MODEL_SPECS["mobilenetv2-base"], [(64, 48)])
     assert ModelFile(narrow.files["64x48"]).build_network().backbone.channels[2] == 320
+    # the skip4 row: the same widened baseline plus the stride-4 branch, a file of its own
+    assert bench.parse_args(["--models", "skip4"]).model_keys == ["mobilenetv2f-skip4-base"]
+    s4 = factory.prepare(MODEL_SPECS["mobilenetv2f-skip4-base"], [(64, 48)])
+    net4 = ModelFile(s4.files["64x48"]).build_network()
+    assert net4.skip4 is not None and net4.backbone.channels[2] == 1024 and net4.text_guidance is None
+    assert built["mobilenetv2f-base"].skip4 is None
 
 
 def test_bf16_rows_time_torch_and_skip_onnxruntime(tmp_path):

@@ -36,6 +36,7 @@ class ModelSpec:
     tv: str | None = None      # torchvision builder
     feat32: int | None = None  # MobileNetV2's widened 1/32 feature (the faithful variant)
     precision: str | None = None   # this row's precision, whatever --precision says (deployed rows)
+    skip4: bool = False        # MobileNetV2's stride-4 refinement branch (model.skip4)
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {s.key: s for s in (
@@ -57,6 +58,9 @@ MODEL_SPECS: dict[str, ModelSpec] = {s.key: s for s in (
     ModelSpec("mobilenetv2f-guided", "mobilenetv2f", "guided", "mobilenetv2", TEXT_DIM,
               twin="mobilenetv2f-base", feat32=TEXT_DIM),
     ModelSpec("mobilenetv2f-base", "mobilenetv2f", "baseline", "mobilenetv2", None, feat32=TEXT_DIM),
+    # the same baseline with the stride-4 refinement branch (model.skip4: logits at 1/4)
+    ModelSpec("mobilenetv2f-skip4-base", "mobilenetv2f-skip4", "baseline", "mobilenetv2", None,
+              feat32=TEXT_DIM, skip4=True),
     # the peer network users would build instead: torchvision's LR-ASPP head on our ImageNet
     # MobileNetV2 (clipseg_ros.networks.lraspp), exported through the same model file path
     ModelSpec("lraspp-mbv2-peer", "lraspp_mobilenetv2", "peer", "lraspp_mobilenetv2", None),
@@ -77,6 +81,7 @@ MODEL_ALIASES = {
     "twins": ["stdc1-guided", "stdc1-base", "stdc2-guided", "stdc2-base", "mobilenetv2-guided", "mobilenetv2-base",
               "mobilenetv2f-guided", "mobilenetv2f-base"],
     "lraspp": ["lraspp-mbv3"],
+    "skip4": ["mobilenetv2f-skip4-base"],
     "peer": ["lraspp-mbv2-peer"],
     "deeplabv3": ["deeplabv3-mbv3"],
     "torchvision": ["lraspp-mbv3", "deeplabv3-mbv3"],

@@ -22,12 +22,13 @@ def _class_names_palette():
     return list(CAMVID_CLASSES), np.asarray(CAMVID_PALETTE).tolist()
 
 
-def _random_network(arch: str, text_dim: int | None, num_classes: int, feat32: int | None = None):
+def _random_network(arch: str, text_dim: int | None, num_classes: int, feat32: int | None = None,
+                    skip4: bool = False):
     import torch
 
     from ..networks import create_model
 
-    net = create_model(arch, num_classes, text_dim, feat32_channels=feat32)
+    net = create_model(arch, num_classes, text_dim, feat32_channels=feat32, skip4=skip4)
     if net.text_guidance is not None:
         net.text_guidance.set_text_embeddings(torch.randn(num_classes, text_dim))
     return net.eval()
@@ -134,16 +135,17 @@ class ModelFactory:
         return p, f"default ({p.name})"
 
     # clipseg exports -----------------------------------------------------------------------
-    def _export(self, arch: str, text_dim: int | None, input_hw, feat32: int | None = None) -> Path:
-        key = (arch, text_dim, feat32)
+    def _export(self, arch: str, text_dim: int | None, input_hw, feat32: int | None = None,
+                skip4: bool = False) -> Path:
+        key = (arch, text_dim, feat32, skip4)
         if key not in self._base:
             import torch
 
             from ..model_file import save_model_file
 
             torch.manual_seed(0)
-            net = _random_network(arch, text_dim, len(self.class_names), feat32)
-            wide = f"-f{feat32}" if feat32 else ""
+            net = _random_network(arch, text_dim, len(self.class_names), feat32, skip4)
+            wide = (f"-f{feat32}" if feat32 else "") + ("-skip4" if skip4 else "")
             path = self.workdir / f"{arch}{wide}-{'enh' if text_dim else 'base'}.clipseg"
             t0 = time.perf_counter()
             save_model_file(path, net, self.class_names, palette=self.palette,
@@ -163,7 +165,7 @@ class ModelFactory:
         if spec.family == "default":
             base, label = self.default_path, self.default_label
         else:
-            base, label = self._export(spec.arch, spec.text_dim, trace_hw, spec.feat32), spec.key
+            base, label = self._export(spec.arch, spec.text_dim, trace_hw, spec.feat32, spec.skip4), spec.key
         pm = PreparedModel(spec, label)
         mf = ModelFile(base)
         pm.mean, pm.std = mf.meta.mean, mf.meta.std
