@@ -208,3 +208,20 @@ def test_deployed_rows_time_each_precision_the_node_offers(tmp_path):
     assert dep["status"] == "ok" and dep["default_ms"] == fastest["median_ms"]
     assert (dep["default_backend"], dep["default_precision"]) == (fastest["backend"], fastest["precision"])
     assert f"({fastest['precision']})" in (out / "bench.md").read_text()
+
+
+def test_a_model_outside_the_repository_is_named_without_its_directory(tmp_path):
+    """--model /somewhere/m.clipseg: the results name the file, never this machine's directory."""
+    import shutil
+
+    model = tmp_path / "elsewhere" / "m.clipseg"
+    model.parent.mkdir()
+    shutil.copy(bench.PACKAGED_DEFAULT, model)
+    out = tmp_path / "o"
+    rc = bench.main(["--quick", "--out", str(out), "--model", str(model), "--sizes", "64x48",
+                     "--models", "default-native", "--backends", "onnxruntime", "--no-raw", "--warmup", "0",
+                     "--iters", "1", "--settle-ms", "0", "--no-overhead", "--no-memory", "--no-publish", "--no-plot"])
+    assert rc == 0
+    text = (out / "bench.json").read_text() + (out / "bench.md").read_text()
+    assert str(tmp_path) not in text
+    assert json.loads((out / "bench.json").read_text())["default_model"]["path"] == "m.clipseg"

@@ -12,7 +12,8 @@ from pathlib import Path
 from ..segmenter import PRECISIONS
 from ..machine import loadavg, machine_info, portable_paths
 from .catalogue import (BACKEND_CHOICES, DEFAULT_SIZES, MODEL_ALIASES, MODEL_SPECS, PACKAGED_DEFAULT,
-                        QUICK_MODELS, QUICK_SIZES, RAW, SCHEMA, BenchError, parse_size, resolve_models, size_name)
+                        QUICK_MODELS, QUICK_SIZES, RAW, SCHEMA, BenchError, parse_size, resolve_models, shown_path,
+                        size_name)
 from .factories import ModelFactory, PreparedModel
 from .latency import run_latency
 from .memory import run_node_memory
@@ -214,8 +215,8 @@ def run_bench(opts: argparse.Namespace) -> dict:
                   "max_row_seconds": opts.max_row_seconds,
                   "overhead_size": opts.overhead_size, "overhead_iters": opts.overhead_iters,
                   "node_seconds": opts.node_seconds, "quick": opts.quick, "trt_cache": opts.trt_cache,
-                  "argv": sys.argv[1:]},
-        default_model={"label": factory.default_label, "path": str(factory.default_path)},
+                  "argv": [shown_path(v) if os.path.isabs(v) and os.path.exists(v) else v for v in sys.argv[1:]]},
+        default_model={"label": factory.default_label, "path": shown_path(factory.default_path)},
         rows=rows, overhead=overhead, memory=memory,
     )
     result["ratios"] = compute_ratios(rows, overhead, factory.default_label)
