@@ -746,6 +746,10 @@ class SegNode(LifecycleNode):
 # entry point
 # ------------------------------------------------------------------------------------------------
 
+#: seconds ``main`` keeps spinning after a lifecycle shutdown, so the change_state reply is delivered
+FINALIZED_LINGER_S = 0.5
+
+
 def main(argv=None) -> int:
     """``seg_node [--ros-args ...]``: run the node until Ctrl-C / SIGTERM; 0 on a clean stop,
     1 when the node cannot start (the reason is logged), 2 on bad command-line arguments.
@@ -804,6 +808,16 @@ def main(argv=None) -> int:
                     # Ctrl-C / SIGTERM (the stop event, KeyboardInterrupt) still end the loop.
                     node.callback_failed(exc)
                     time.sleep(0.01)
+            if node.lifecycle_state == "finalized" and not stop.is_set():
+                # A lifecycle shutdown came through change_state: the reply is sent, but a reliable
+                # DDS writer destroyed at once can take it with it (the caller, on a loaded CPU,
+                # then waits in vain).  Keep the node a moment so the reply is delivered.
+                linger = time.monotonic() + FINALIZED_LINGER_S
+                while time.monotonic() < linger and rclpy.ok():
+                    try:
+                        executor.spin_once(timeout_sec=0.05)
+                    except Exception:  # noqa: BLE001 - best effort on the way out
+                        break
             executor.remove_node(node)
             executor.shutdown(timeout_sec=1.0)
             return 0
