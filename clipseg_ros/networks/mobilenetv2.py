@@ -36,9 +36,13 @@ class MobileNetV2Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor, return4: bool = False):
         if return4:
-            # x8 holds features[0:7]; features[3] ends at stride 4 (its slice keeps the module names)
-            feat4 = self.x8[:4](x)
-            feat8 = self.x8[4:](feat4)
+            # x8 holds features[0:7]; features[3] ends at stride 4.  Walk the blocks (slicing the
+            # Sequential would build new modules on every forward).
+            feat8 = x
+            for i, block in enumerate(self.x8):
+                feat8 = block(feat8)
+                if i == 3:
+                    feat4 = feat8
         else:
             feat8 = self.x8(x)
         feat16 = self.x16(feat8)
