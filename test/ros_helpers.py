@@ -113,6 +113,55 @@ def truncated_copy(model_path: str, dest: Path, keep: float = 0.5) -> Path:
     return dest
 
 
+def _rewrite_members(src, dest: Path, edit) -> Path:
+    """A copy of the model file ``src`` whose metadata and members ``edit(meta, members)`` changed
+    in place; every member's sha256 is recomputed and the copy is loaded once (``ModelFile``)."""
+    import hashlib
+    import json
+    import zipfile
+
+    from clipseg_ros.model_file import META_NAME, ModelFile, atomic_write_zip
+
+    with zipfile.ZipFile(src) as zf:
+        members = {n: zf.read(n) for n in zf.namelist() if n != META_NAME}
+        meta = json.loads(zf.read(META_NAME))
+    edit(meta, members)
+    meta["members"] = {n: hashlib.sha256(d).hexdigest() for n, d in members.items()}
+    atomic_write_zip(dest, {META_NAME: json.dumps(meta, indent=2).encode(), **members})
+    ModelFile(dest)
+    return Path(dest)
+
+
+def without_int8(src, dest: Path) -> Path:
+    """``src`` without its int8 member (and its record), whatever the bundled file carries."""
+    from clipseg_ros.model_file import INT8_NAME
+
+    def edit(meta, members):
+        members.pop(INT8_NAME, None)
+        meta.pop("int8", None)
+
+    return _rewrite_members(src, dest, edit)
+
+
+def fixed_batch_copy(src, dest: Path) -> Path:
+    """``src`` with the ONNX graphs' batch dimension fixed at 1, as files exported before batching
+    came have it (the same weights and graph otherwise)."""
+    import onnx
+
+    from clipseg_ros.model_file import INT8_NAME
+
+    def edit(meta, members):
+        for name in ("model.onnx", INT8_NAME):
+            if name in members:
+                graph = onnx.load_from_string(members[name])
+                dim = graph.graph.input[0].type.tensor_type.shape.dim[0]
+                dim.Clear()
+                dim.dim_value = 1
+                members[name] = graph.SerializeToString()
+
+    return _rewrite_members(src, dest, edit)
+
+
 # ------------------------------------------------------------------------------------------------
 # messages
 # ------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ pytest.importorskip("onnxruntime")
 
 from clipseg_ros.bench import cameras  # noqa: E402
 from clipseg_ros.segmenter import Segmenter  # noqa: E402
-from ros_helpers import known_model, pattern_image  # noqa: E402
+from ros_helpers import fixed_batch_copy, known_model, pattern_image  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -25,8 +25,9 @@ pytestmark = pytest.mark.ros
 def test_batchable_copy_takes_a_batch_and_segments_alike(tmp_path):
     from clipseg_ros.conventions import DEFAULT_MODEL
 
-    copy = cameras.batchable_copy(DEFAULT_MODEL, tmp_path / "batch.clipseg")
-    seg, orig = Segmenter(copy, device="cpu", threads=1), Segmenter(DEFAULT_MODEL, device="cpu", threads=1)
+    fixed = fixed_batch_copy(DEFAULT_MODEL, tmp_path / "fixed.clipseg")     # as files before batching
+    copy = cameras.batchable_copy(fixed, tmp_path / "batch.clipseg")
+    seg, orig = Segmenter(copy, device="cpu", threads=1), Segmenter(fixed, device="cpu", threads=1)
     assert seg.batchable and not orig.batchable
     assert seg.class_names == orig.class_names and seg.input_size == orig.input_size
     frames = [pattern_image(120, 160, seed=s) for s in (1, 5)]

@@ -74,7 +74,7 @@ from clipseg_ros import image_codec  # noqa: E402
 from clipseg_ros.node import DEFAULT_MODEL, SegNode, StartupError  # noqa: E402
 from clipseg_ros.segmenter import Segmenter  # noqa: E402
 from ros_helpers import (  # noqa: E402
-    RosHarness, compressed_msg, image_msg, known_model, make_header, pattern_image, stamp_ns, wait_for,
+    RosHarness, compressed_msg, fixed_batch_copy, image_msg, known_model, make_header, pattern_image, stamp_ns, wait_for,
 )
 
 pytestmark = pytest.mark.ros
@@ -91,8 +91,8 @@ def ros():
 
 @pytest.fixture(scope="module")
 def batch_model(tmp_path_factory) -> str:
-    """The bundled CamVid network re-exported with a dynamic batch dimension (the bundled file has
-    a fixed batch of one)."""
+    """The bundled CamVid network re-exported with a dynamic batch dimension (whatever batch the
+    bundled file's graph has)."""
     from clipseg_ros.model_file import ModelFile, save_model_file
 
     mf = ModelFile(DEFAULT_MODEL)
@@ -276,10 +276,12 @@ def test_waiting_frames_are_batched_into_one_inference_call(rigs, batch_model):
         assert (s["received"], s["processed"], s["dropped"], s["batched"]) == (1, 1, 0, 1)
 
 
-def test_a_fixed_batch_model_runs_waiting_frames_one_after_the_other(rigs):
-    """The bundled model file has a fixed batch of one: frames that wait together still all get
-    segmented (one call each) and the diagnostics say that the node does not batch."""
-    rig = rigs(str(DEFAULT_MODEL), qos_depth=10, qos_reliability="reliable")
+def test_a_fixed_batch_model_runs_waiting_frames_one_after_the_other(rigs, tmp_path):
+    """A model file with a fixed batch of one (as files exported before batching came): frames
+    that wait together still all get segmented (one call each) and the diagnostics say that the
+    node does not batch."""
+    fixed = fixed_batch_copy(DEFAULT_MODEL, tmp_path / "fixed_batch.clipseg")
+    rig = rigs(str(fixed), qos_depth=10, qos_reliability="reliable")
     node = rig.node
     a, b = rig.keys
     assert not node.segmenter.batchable

@@ -22,16 +22,22 @@ from clipseg_ros import quantize  # noqa: E402
 from clipseg_ros.conventions import DEFAULT_MODEL  # noqa: E402
 from clipseg_ros.model_file import INT8_NAME, META_NAME, ModelFile, ModelFileError  # noqa: E402
 from clipseg_ros.segmenter import Segmenter, SegmenterConfigError  # noqa: E402
-from ros_helpers import known_model, pattern_image  # noqa: E402
+from ros_helpers import known_model, pattern_image, without_int8  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_BAG = REPO / "data" / "sample_bag" / "camvid_val_sample"
 
 
 @pytest.fixture(scope="module")
-def int8_model(tmp_path_factory) -> tuple[Path, dict]:
+def plain_model(tmp_path_factory) -> Path:
+    """The bundled CamVid model without an int8 member (whether or not the bundled file has one)."""
+    return without_int8(DEFAULT_MODEL, tmp_path_factory.mktemp("plain") / "camvid_fp32.clipseg")
+
+
+@pytest.fixture(scope="module")
+def int8_model(tmp_path_factory, plain_model) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("int8") / "camvid_int8.clipseg"
-    entry = quantize.add_int8_member(DEFAULT_MODEL, out, SAMPLE_BAG, count=24, val_bag=SAMPLE_BAG,
+    entry = quantize.add_int8_member(plain_model, out, SAMPLE_BAG, count=24, val_bag=SAMPLE_BAG,
                                      threads=2, log=lambda *_: None)
     return out, entry
 
@@ -53,13 +59,13 @@ def _rewrite(src: Path, dst: Path, meta_fn=None, members_fn=None, rehash: bool =
     return dst
 
 
-def test_the_int8_member_is_made_checked_and_recorded(int8_model):
+def test_the_int8_member_is_made_checked_and_recorded(int8_model, plain_model):
     path, entry = int8_model
     mf = ModelFile(path)
     assert mf.int8_bytes is not None and mf.meta.int8 == entry
     assert mf.meta.members[INT8_NAME] == hashlib.sha256(mf.int8_bytes).hexdigest()
     # everything else of the file is unchanged
-    orig = ModelFile(DEFAULT_MODEL)
+    orig = ModelFile(plain_model)
     assert mf.onnx_bytes == orig.onnx_bytes and mf.meta.class_names == orig.meta.class_names
     assert entry["calibration_frames"] == 24 and "QDQ" in entry["quantization"]
     assert entry["agreement_with_torch"] >= quantize.MIN_AGREEMENT
@@ -96,7 +102,7 @@ def _with_record(src: Path, dst: Path, m8: float, m32: float) -> Path:
     return _rewrite(src, dst, meta_fn=meta_fn)
 
 
-def test_auto_takes_int8_only_within_half_a_miou_and_when_faster(int8_model, tmp_path):
+def test_auto_takes_int8_only_within_half_a_miou_and_when_faster(int8_model, plain_model, tmp_path):
     path, _ = int8_model
     far = Segmenter(_with_record(path, tmp_path / "far.clipseg", 60.0, 61.0), device="cpu", threads=2)
     assert far.precision == "fp32" and "1.00 below" in far.precision_note
@@ -104,10 +110,10 @@ def test_auto_takes_int8_only_within_half_a_miou_and_when_faster(int8_model, tmp
     ms8, ms32 = map(float, re.search(r"([\d.]+) ms int8 vs ([\d.]+) ms fp32", near.precision_note).groups())
     assert near.precision == ("int8" if ms8 < ms32 else "fp32"), near.precision_note
     # no int8 member: auto is fp32 and says why; int8 asked for is an error that says what to do
-    plain = Segmenter(DEFAULT_MODEL, device="cpu")
+    plain = Segmenter(plain_model, device="cpu")
     assert plain.precision == "fp32" and "no int8 graph" in plain.precision_note
     with pytest.raises(SegmenterConfigError, match=r"no model_int8.onnx member.*clipseg_ros.quantize"):
-        Segmenter(DEFAULT_MODEL, device="cpu", precision="int8")
+        Segmenter(plain_model, device="cpu", precision="int8")
     with pytest.raises(SegmenterConfigError, match="needs backend onnxruntime"):
         Segmenter(path, device="cpu", backend="torch", precision="int8")
 
@@ -150,22 +156,22 @@ def test_broken_int8_members_are_clear_errors(int8_model, tmp_path):
         ModelFile(_rewrite(path, tmp_path / "undescribed.clipseg", meta_fn=undescribed))
 
 
-def test_quantize_refuses_what_it_cannot_do(tmp_path, capsys):
-    assert quantize.main([str(DEFAULT_MODEL), "--calib", str(tmp_path / "nowhere"), "--out",
+def test_quantize_refuses_what_it_cannot_do(plain_model, tmp_path, capsys):
+    assert quantize.main([str(plain_model), "--calib", str(tmp_path / "nowhere"), "--out",
                           str(tmp_path / "x.clipseg")]) == 1
     err = capsys.readouterr().err
     assert "nowhere" in err and not (tmp_path / "x.clipseg").exists()
     (tmp_path / "empty").mkdir()
-    assert quantize.main([str(DEFAULT_MODEL), "--calib", str(tmp_path / "empty")]) == 1
+    assert quantize.main([str(plain_model), "--calib", str(tmp_path / "empty")]) == 1
     assert "no images" in capsys.readouterr().err
     # an impossible agreement demand: checked, and nothing is written
-    assert quantize.main([str(DEFAULT_MODEL), "--calib", str(SAMPLE_BAG), "--calib-count", "8",
+    assert quantize.main([str(plain_model), "--calib", str(SAMPLE_BAG), "--calib-count", "8",
                           "--min-agreement", "1.01", "--out", str(tmp_path / "y.clipseg")]) == 1
     assert "agrees with fp32 on only" in capsys.readouterr().err
     assert not (tmp_path / "y.clipseg").exists()
 
 
-def test_the_node_runs_the_int8_graph(int8_model):
+def test_the_node_runs_the_int8_graph(int8_model, plain_model):
     pytest.importorskip("rclpy")
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import Image
@@ -194,11 +200,11 @@ def test_the_node_runs_the_int8_graph(int8_model):
         assert values["precision"] == "int8 (as requested)"
         with pytest.raises(StartupError, match="no model_int8.onnx member"):
             SegNode("int8_bad", context=ros.context, parameter_overrides=[
-                Parameter("model", value=str(DEFAULT_MODEL)), Parameter("device", value="cpu"),
+                Parameter("model", value=str(plain_model)), Parameter("device", value="cpu"),
                 Parameter("precision", value="int8")])
 
 
-def test_the_model_card_reports_the_int8_record(int8_model):
+def test_the_model_card_reports_the_int8_record(int8_model, plain_model):
     from clipseg_training.model_card import render
 
     path, entry = int8_model
@@ -207,4 +213,4 @@ def test_the_model_card_reports_the_int8_record(int8_model):
     assert f"int8 **{entry['val_miou']:.2f}** against fp32 {entry['fp32_val_miou']:.2f}" in section
     assert f"calibrated on {entry['calibration_frames']} frames" in section
     assert f"int8 {entry['latency_ms']['int8']:.2f} ms" in section
-    assert "No int8 graph in this file" in render(DEFAULT_MODEL)
+    assert "No int8 graph in this file" in render(plain_model)
