@@ -74,7 +74,8 @@ from clipseg_ros import image_codec  # noqa: E402
 from clipseg_ros.node import DEFAULT_MODEL, SegNode, StartupError  # noqa: E402
 from clipseg_ros.segmenter import Segmenter  # noqa: E402
 from ros_helpers import (  # noqa: E402
-    RosHarness, compressed_msg, fixed_batch_copy, image_msg, known_model, make_header, pattern_image, stamp_ns, wait_for,
+    RosHarness, compressed_msg, fixed_batch_copy, image_msg, known_model, make_header, pattern_image, stamp_ns,
+    wait_for,
 )
 
 pytestmark = pytest.mark.ros
