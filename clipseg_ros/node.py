@@ -184,7 +184,8 @@ class SegNode(LifecycleNode):
             self._release()
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f"configured: {self.model_path} ({self.num_classes} classes, "
-                               f"{self.segmenter.description}; precision {self.segmenter.precision_note})")
+                               f"{self.segmenter.description}; precision {self.segmenter.precision_note}; "
+                               f"network input {self._input_note()})")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -324,7 +325,7 @@ class SegNode(LifecycleNode):
         try:
             self.segmenter = Segmenter(path, device=cfg.device, backend=cfg.backend,
                                        precision=cfg.precision, threads=cfg.threads or None,
-                                       log=self.get_logger().info)
+                                       log=self.get_logger().info, input_size=cfg.input_size or None)
             if cfg.publish_confidence:
                 self.segmenter.want_confidence_soon()
         except ModelFileError as exc:
@@ -415,7 +416,7 @@ class SegNode(LifecycleNode):
             except ParameterException as exc:
                 raise StartupError(f"parameter {p.name}: {exc}") from None
             value = param.value
-            if p.name == "palette":      # declared without a default: may be uninitialized
+            if p.name in ("palette", "input_size"):      # declared without a default: may be uninitialized
                 try:
                     value = self.get_parameter(p.name).value
                 except ParameterUninitializedException:
@@ -433,6 +434,15 @@ class SegNode(LifecycleNode):
             values[p.name] = value
         values["device"] = values["device"].strip().lower()
         return NodeConfig(**values)
+
+    def _input_note(self) -> str:
+        """The size the network sees, and where it comes from (the diagnostics and the log)."""
+        seg = self.segmenter
+        if seg.input_size is None:
+            return "each frame's own size"
+        h, w = seg.input_size
+        source = "the input_size parameter" if seg.input_size_source == "requested" else "the model file"
+        return f"{w}x{h} (width x height, from {source})"
 
     def _make_colorizer(self, palette: tuple) -> visualize.Colorizer:
         pal = (np.asarray(palette, dtype=np.uint8).reshape(-1, 3) if palette else self.segmenter.palette)
@@ -713,6 +723,7 @@ class SegNode(LifecycleNode):
             ("precision", f"{self.segmenter.precision} ({self.segmenter.precision_note})"),
             ("tensorrt engine", self.segmenter.engine_note or "not used"),
             ("device", self.segmenter.device),
+            ("network input", self._input_note()),
             ("model", self.model_path),
             ("input topic", cam.input_topic),
         ]

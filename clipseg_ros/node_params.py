@@ -17,7 +17,7 @@ from rclpy.parameter import Parameter
 
 from . import image_codec
 from .conventions import DEFAULT_MODEL
-from .segmenter import PRECISIONS
+from .segmenter import MIN_INPUT_SIDE, PRECISIONS
 
 __all__ = ["DEFAULT_MODEL", "NodeConfig", "PARAMETERS", "PARAMETER_NAMES", "RELIABILITY_NAMES",
            "RUNTIME_PARAMETERS", "validate_parameter"]
@@ -60,6 +60,10 @@ PARAMETERS: tuple[_Param, ...] = (
            constraints="auto | fp32 | fp16 | bf16 | int8"),
     _Param("threads", 0, _T.PARAMETER_INTEGER, "CPU threads for inference; 0 = library default",
            read_only=True, int_range=(0, 256)),
+    _Param("input_size", Parameter.Type.INTEGER_ARRAY, _T.PARAMETER_INTEGER_ARRAY,
+           "Network input [height, width]: frames are resized to it, labels come back at the frame's "
+           "size; smaller is faster and less accurate; unset or [] = the model file's input_size",
+           read_only=True, constraints="[height, width], each >= 32"),
     _Param("input_compressed", False, _T.PARAMETER_BOOL,
            "Subscribe to image/compressed (CompressedImage, jpeg/png) instead of image", read_only=True),
     _Param("qos_reliability", "best_effort", _T.PARAMETER_STRING, "Input subscription reliability",
@@ -111,6 +115,7 @@ class NodeConfig:
     backend: str = "auto"
     precision: str = "auto"
     threads: int = 0
+    input_size: tuple = field(default_factory=tuple)
     input_compressed: bool = False
     qos_reliability: str = "best_effort"
     qos_depth: int = 1
@@ -159,6 +164,14 @@ def validate_parameter(name: str, value, num_classes: int | None = None) -> str 
         bad = [v for v in vals if not 0 <= int(v) <= 255]
         if bad:
             return f"palette values must be in 0..255, got {bad[:3]}"
+    elif name == "input_size":
+        vals = list(value or [])
+        if not vals:
+            return None
+        if len(vals) != 2:
+            return f"input_size has {len(vals)} values; give [height, width]"
+        if min(vals) < MIN_INPUT_SIDE:
+            return f"input_size {vals}: both sides must be at least {MIN_INPUT_SIDE} pixels"
     elif name == "cameras":
         vals = list(value or [])
         for i, v in enumerate(vals):

@@ -42,12 +42,14 @@ def _bool(v: bool) -> str:
 
 def node_command(*, model: str, topic: str, compressed: bool, device: str, backend: str,
                  precision: str, threads: int | None, node_name: str = "seg_node",
-                 extra_params=(), executable: str | None = None) -> list[str]:
+                 extra_params=(), executable: str | None = None, input_size=None) -> list[str]:
     exe = [executable] if executable else seg_node_executable()
     cmd = exe + ["--ros-args", "-r", f"__node:={node_name}", "-p", f"model:={model}",
                  "-p", f"device:={device}", "-p", f"backend:={backend}", "-p", f"precision:={precision}"]
     if threads:
         cmd += ["-p", f"threads:={int(threads)}"]
+    if input_size:
+        cmd += ["-p", f"input_size:=[{int(input_size[0])}, {int(input_size[1])}]"]
     cmd += ["-p", "qos_reliability:=reliable", "-p", "qos_depth:=1",
             "-p", f"input_compressed:={_bool(compressed)}"]
     for p in extra_params:

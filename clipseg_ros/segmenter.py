@@ -273,6 +273,25 @@ class OnnxBackend:
         return outs[0], (outs[1] if want_confidence else None)
 
 
+MIN_INPUT_SIDE = 32     # the network downsamples 32x: a smaller side leaves no 1/32 feature map
+
+
+def check_input_size(value) -> tuple[int, int]:
+    """``value`` as a ``(height, width)`` pair of ints of at least :data:`MIN_INPUT_SIDE`, or a
+    :class:`SegmenterConfigError` that names it."""
+    try:
+        hw = tuple(int(v) for v in value)
+        ok = len(hw) == 2 and all(float(a) == float(b) for a, b in zip(hw, value))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise SegmenterConfigError(f"input_size {value!r} is not a pair [height, width] of integers")
+    if min(hw) < MIN_INPUT_SIDE:
+        raise SegmenterConfigError(f"input_size {list(hw)}: both sides must be at least {MIN_INPUT_SIDE} "
+                                   f"pixels (the network downsamples 32x)")
+    return hw
+
+
 class Segmenter:
     """Run a ``.clipseg`` model on RGB frames.
 
@@ -283,12 +302,20 @@ class Segmenter:
 
     def __init__(self, model_path, device: str = "auto", backend: str = "auto",
                  precision: str = "auto", threads: int | None = None,
-                 trt_cache_dir: str | None = None, ort_spinning: bool = False, log=None):
+                 trt_cache_dir: str | None = None, ort_spinning: bool = False, log=None,
+                 input_size=None):
         """``log``: a callable for start-up notices (the node passes its logger), e.g. that a
-        TensorRT engine is being built."""
+        TensorRT engine is being built.  ``input_size``: ``(height, width)`` the network sees,
+        instead of the file's own ``input_size`` (a smaller size is faster and less accurate; labels
+        still come at each frame's size)."""
         self.model_path = Path(model_path)
         self.model = ModelFile(model_path)          # raises ModelFileError with the file's name
         self.meta = self.model.meta
+        override = check_input_size(input_size) if input_size is not None else None
+        #: (height, width) the network sees, or None for each frame's own size
+        self.input_size = override or (tuple(self.meta.input_size) if self.meta.input_size else None)
+        #: where input_size comes from: "model file", "requested" or None (each frame's own size)
+        self.input_size_source = "requested" if override else ("model file" if self.input_size else None)
         if backend not in BACKENDS:
             raise SegmenterConfigError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
         if precision not in PRECISIONS:
@@ -328,7 +355,6 @@ class Segmenter:
         self.backend = self._backend.name
         self.class_names = list(self.meta.class_names)
         self.palette = np.asarray(self.meta.palette, dtype=np.uint8)
-        self.input_size = tuple(self.meta.input_size) if self.meta.input_size else None
         self._resized: np.ndarray | None = None
 
     def _bf16_backend(self, backend: str) -> str:
@@ -382,7 +408,7 @@ class Segmenter:
         if m32 - m8 > AUTO_MAX_MIOU_DROP:
             return "fp32", (f"auto: fp32 (int8 val mIoU {m8:.2f} is {m32 - m8:.2f} below fp32's {m32:.2f}; "
                             f"more than {AUTO_MAX_MIOU_DROP})")
-        h, w = self.meta.input_size or (256, 256)
+        h, w = self.input_size or (256, 256)
         frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
         try:
             ms = time_graphs({"fp32": self.model.onnx_bytes, "int8": self.model.int8_bytes}, frame,

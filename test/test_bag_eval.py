@@ -91,12 +91,12 @@ def jpeg_roundtrip(rgb, quality=90):
     return cv2.cvtColor(cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
-def direct_eval(model, frames, threads=1):
+def direct_eval(model, frames, threads=1, input_size=None):
     """Segmenter + ConfusionMatrix straight on (rgb, gt) pairs: (labels list, ConfusionMatrix)."""
     from clipseg_ros.metrics import ConfusionMatrix
     from clipseg_ros.segmenter import Segmenter
 
-    seg = Segmenter(model, device="cpu", backend="onnxruntime", threads=threads)
+    seg = Segmenter(model, device="cpu", backend="onnxruntime", threads=threads, input_size=input_size)
     cm = ConfusionMatrix(len(seg.class_names))
     labels = []
     for rgb, gt in frames:
@@ -403,6 +403,42 @@ def test_offline_equals_direct_computation(kind, model, bags, expected, tmp_path
     got = read_topic(obag, "/seg_node/labels")
     for stamp, want in zip(sorted(got), labels):
         np.testing.assert_array_equal(got[stamp], want)
+
+
+def test_offline_input_size_resizes_what_the_network_sees(model, bags, camvid_root, expected, tmp_path, capsys):
+    """--input-size 64x48: the metrics are those of the Segmenter at a (48, 64) input, not at the
+    file's own size; labels still come at the frames' size; results.json records the size seen."""
+    frames = camvid_frames(camvid_root)
+    labels, cm = direct_eval(model, frames, input_size=(48, 64))
+    assert cm.compute()["miou"] != expected["raw"][2].compute()["miou"], "the sizes must segment differently"
+    out, obag = tmp_path / "res", tmp_path / "outbag"
+    code, _, err = run_cli(["offline", bags["raw"], "--model", model, "--out", out, "--device", "cpu",
+                            "--backend", "onnxruntime", "--threads", "1", "--input-size", "64x48",
+                            "--output-bag", obag, "--no-progress", "--quiet"], capsys)
+    assert code == 0, err
+    res = json.loads((out / "results.json").read_text())
+    _check_metrics(res, cm)
+    assert res["model"]["network_input_size"] == [48, 64]
+    assert res["config"]["args"]["input_size"] == [48, 64]
+    assert "| network input (W x H) | 64x48 |" in (out / "results.md").read_text()
+    got = read_topic(obag, "/seg_node/labels")
+    for stamp, want in zip(sorted(got), labels):
+        np.testing.assert_array_equal(got[stamp], want)
+    for bad, why in (("64", "WIDTHxHEIGHT"), ("16x48", "at least 32"), ("axb", "WIDTHxHEIGHT")):
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args(["offline", "b", "--input-size", bad])
+        assert why in capsys.readouterr().err
+    from clipseg_ros.segmenter import Segmenter, SegmenterConfigError
+
+    for bad, why in (((16, 64), "at least 32"), ((48,), "not a pair"), ((48.5, 64), "not a pair")):
+        with pytest.raises(SegmenterConfigError, match=why):
+            Segmenter(model, device="cpu", input_size=bad)
+    # live mode hands the same size to the node as a parameter
+    from clipseg_ros.processes import node_command
+
+    cmd = node_command(model="m", topic="/t", compressed=False, device="cpu", backend="auto",
+                       precision="fp32", threads=None, executable="seg_node", input_size=(300, 400))
+    assert cmd[cmd.index("input_size:=[300, 400]") - 1] == "-p"
 
 
 def test_offline_gt_matched_by_stamp_label_map_and_mono16(model, tmp_path, capsys):

@@ -618,6 +618,35 @@ def test_startup_errors_name_the_problem(ros, model, tmp_path):
         _start(ros, model=model, overlay_alpha="half")
 
 
+def test_input_size_sets_what_the_network_sees_and_labels_keep_the_frame_size(rigs):
+    """input_size:=[120, 160] on the real CamVid model: the labels are the Segmenter's at that input
+    (not at the file's own size), at the frame's 240x320; the diagnostics and the Segmenter say so."""
+    from clipseg_ros.conventions import DEFAULT_MODEL
+    from clipseg_ros.segmenter import Segmenter
+
+    rig = rigs(str(DEFAULT_MODEL), backend="onnxruntime", precision="fp32", input_size=[120, 160])
+    seg = rig.node.segmenter
+    assert seg.input_size == (120, 160) and seg.input_size_source == "requested"
+    rgb = pattern_image(240, 320, seed=3)
+    got = as_array(rig.send(image_msg(rgb, header=make_header("cam")))["labels"])
+    small = Segmenter(DEFAULT_MODEL, device="cpu", backend="onnxruntime", precision="fp32", threads=1,
+                      input_size=(120, 160))(rgb).labels
+    native = Segmenter(DEFAULT_MODEL, device="cpu", backend="onnxruntime", precision="fp32", threads=1)(rgb).labels
+    assert got.shape == (240, 320)
+    np.testing.assert_array_equal(got, small)
+    assert not np.array_equal(small, native), "the test image must segment differently at the two sizes"
+    values = {kv.key: kv.value for kv in rig.node.diagnostic_status().values}
+    assert values["network input"] == "160x120 (width x height, from the input_size parameter)"
+    assert rig.node.describe_parameter("input_size").read_only
+
+
+def test_bad_input_size_is_a_startup_error_that_names_it(ros, model):
+    for bad, why in (([120], "give \\[height, width\\]"), ([16, 160], "at least 32"),
+                     ([120, 160, 3], "3 values")):
+        with pytest.raises(StartupError, match=f"parameter input_size: .*{why}"):
+            _start(ros, model=model, input_size=bad)
+
+
 def test_model_whose_onnx_graph_disagrees_with_its_metadata_is_refused(ros, tmp_path):
     """meta.json: 10 classes (names, palette, arch); the network: 11, every pixel class 10.  The
     default ONNX Runtime backend must refuse it at start-up, naming the file and the mismatch."""

@@ -14,6 +14,7 @@ label ids outside the mapping, no frames, ...) end with exit status 2 and one li
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -60,6 +61,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _wxh(text: str) -> tuple[int, int]:
+    """``WxH`` (e.g. ``480x360``) as ``(height, width)``; sides of at least 32 pixels."""
+    from ..segmenter import MIN_INPUT_SIDE
+
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
+    if not m:
+        raise argparse.ArgumentTypeError(f"--input-size must be WIDTHxHEIGHT, e.g. 480x360, got {text!r}")
+    w, h = int(m.group(1)), int(m.group(2))
+    if min(w, h) < MIN_INPUT_SIDE:
+        raise argparse.ArgumentTypeError(f"--input-size {text}: both sides must be at least {MIN_INPUT_SIDE} pixels")
+    return h, w
+
+
 def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("bag_pos", nargs="?", metavar="BAG", help="the bag (same as --bag)")
     p.add_argument("--bag", help="rosbag2 folder (mcap or sqlite3) or a .mcap / .db3 file")
@@ -77,6 +91,9 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", choices=BACKENDS)
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads of the backend")
+    p.add_argument("--input-size", type=_wxh, default=None, metavar="WxH",
+                   help="network input size, e.g. 400x300 (frames are resized to it, labels come at the "
+                        "frame's size); default: the model file's input_size")
     p.add_argument("--limit", type=_positive_int, default=None, help="evaluate at most N frames")
     p.add_argument("--every", type=_positive_int, default=1, help="use every K-th frame")
     p.add_argument("--samples", type=int, default=8, help="frames in the contact sheet (default 8)")

@@ -25,6 +25,7 @@ class EvalConfig:
     backend: str = "auto"
     precision: str = "fp32"
     threads: int | None = None
+    input_size: tuple | None = None      # (height, width) the network sees; None = the model file's
     limit: int | None = None
     every: int = 1
     samples: int = 8

@@ -4,6 +4,7 @@ The node is the production console script, started as a subprocess in its own pr
 the same model, device, backend and threads as offline mode::
 
     seg_node --ros-args -r __node:=seg_node -p model:=M -p device:=D -p backend:=B [-p threads:=N]
+             [-p input_size:=[H, W]]
              -p qos_reliability:=reliable -p qos_depth:=1 -p input_compressed:=false -r image:=TOPIC
 
 This process publishes the bag's image messages (unchanged pixels / payload) on the input topic,
@@ -106,11 +107,12 @@ def run_live(cfg: LiveConfig) -> dict:
             cmd = node_command(model=str(Path(cfg.model).resolve()), topic=bag.image_topic,
                                compressed=compressed, device=cfg.device, backend=cfg.backend,
                                precision=cfg.precision, threads=cfg.threads, node_name=cfg.node_name,
-                               extra_params=cfg.node_param, executable=cfg.node_executable)
+                               extra_params=cfg.node_param, executable=cfg.node_executable,
+                               input_size=cfg.input_size)
         except ValueError as exc:      # a malformed --node-param
             raise BagError(str(exc)) from None
         model = model_info(cfg.model, mf.meta, backend=cfg.backend, device=cfg.device,
-                           precision=cfg.precision, threads=cfg.threads,
+                           precision=cfg.precision, threads=cfg.threads, input_size=cfg.input_size,
                            description=f"seg_node ({cfg.backend} on {cfg.device}, {cfg.precision})")
         results = common_results("live", cfg, bag, model)
         results["label_map"] = mapper.to_json()

@@ -55,12 +55,12 @@ def run_offline(cfg: OfflineConfig) -> dict:
         bag.select_topics(cfg.image_topic, cfg.label_topic)
         mapper = LabelMapper(label_map, ModelFile(cfg.model).meta.num_classes)
         seg = Segmenter(cfg.model, device=cfg.device, backend=cfg.backend, precision=cfg.precision,
-                        threads=cfg.threads)
+                        threads=cfg.threads, input_size=cfg.input_size)
         num_classes = len(seg.class_names)
         total = expected_frames(bag.image_count(), cfg.every, cfg.limit)
         results = common_results("offline", cfg, bag, model_info(
             cfg.model, seg.meta, backend=seg.backend, device=seg.device, precision=seg.precision,
-            threads=cfg.threads, description=seg.description))
+            threads=cfg.threads, description=seg.description, input_size=seg.input_size))
         results["label_map"] = mapper.to_json()
         cm = ConfusionMatrix(num_classes)
         samples = SampleCollector(seg.palette, sample_positions(total, cfg.samples))

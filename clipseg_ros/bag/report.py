@@ -40,11 +40,14 @@ def file_sha256(path) -> str:
 
 
 def model_info(path, meta, *, backend: str, device: str, precision: str, threads: int | None,
-               description: str) -> dict:
-    """Model provenance (file, sha256, architecture, classes, training provenance) and how it ran."""
+               description: str, input_size=None) -> dict:
+    """Model provenance (file, sha256, architecture, classes, training provenance) and how it ran.
+    ``network_input_size`` is the [height, width] the network saw: ``input_size`` when one was asked
+    for, else the file's own."""
+    seen = list(input_size) if input_size else meta.input_size
     return {"path": str(Path(path).resolve()), "sha256": file_sha256(path), "arch": meta.arch,
             "class_names": list(meta.class_names), "num_classes": len(meta.class_names),
-            "input_size": meta.input_size, "provenance": meta.provenance,
+            "input_size": meta.input_size, "network_input_size": seen, "provenance": meta.provenance,
             "backend": backend, "device": device, "precision": precision, "threads": threads,
             "description": description}
 
@@ -140,6 +143,10 @@ def _fmt(v, digits=2) -> str:
     return str(v)
 
 
+def _wxh_text(hw) -> str:
+    return f"{hw[1]}x{hw[0]}" if hw else "each frame's own size"
+
+
 def markdown(results: dict) -> str:
     """The Markdown report (summary table, latency table, per-class table)."""
     mode = results["mode"]
@@ -152,6 +159,7 @@ def markdown(results: dict) -> str:
             ("label topic", f"`{bag.get('label_topic')}`" if bag.get("label_topic") else "none"),
             ("model", f"`{model.get('path')}` ({model.get('num_classes')} classes)"),
             ("backend", model.get("description")),
+            ("network input (W x H)", _wxh_text(model.get("network_input_size"))),
             ("frames", frames.get("total"))]
     if mode == "live":
         live = results.get("live", {})
