@@ -57,6 +57,35 @@ def test_a_trainval_card_takes_its_accuracy_from_the_twins(trainval_model, tmp_p
     assert "not an estimate of its accuracy" in card.split("## Limits", 1)[1]
 
 
+TWIN_RUN = REPO / "docs/results/select/inverse_log/baseline/twin/baseline"
+
+
+def test_a_twin_run_folder_gives_a_single_seed_estimate(trainval_model, tmp_path, capsys):
+    """--twin-run: a recipe outside the decisive rows (the committed inverse_log twin, seed 0): its
+    score (mean of its last two evaluations) and its final per-class IoU, said to be one seed; a
+    baseline's card claims no text encoder; a folder without evaluations is a clear error."""
+    from clipseg_training.decisive import final_class_iou, history, score
+
+    out = tmp_path / "card.md"
+    assert card_main([str(trainval_model), "--out", str(out), "--twin-run", str(TWIN_RUN)]) == 0
+    card = out.read_text()
+    want = score(history(TWIN_RUN))
+    assert f"| val mIoU | **{want:.1f}**: the honest estimate, from its train-only twin" in card
+    assert "one seed (so no spread)" in card and "±" not in card.split("## Data", 1)[0]
+    names, ious = final_class_iou(TWIN_RUN)
+    assert "(the train-only twin, CamVid val, one seed, final weights)" in card
+    for name, iou in zip(names, ious):
+        assert f"| {name} | {iou:.1f} |" in card
+    assert "Per seed" not in card
+    assert "**Text knowledge**: none" in card and "OpenAI CLIP RN50" not in card
+    assert "upsampled bilinearly to the input size before the argmax" in card
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    with pytest.raises(SystemExit):
+        card_main([str(trainval_model), "--out", str(tmp_path / "x.md"), "--twin-run", str(empty)])
+    assert "--twin-run" in capsys.readouterr().err and not (tmp_path / "x.md").exists()
+
+
 def test_bad_twin_and_peer_inputs_are_clear_errors(trainval_model, tmp_path, capsys):
     out = tmp_path / "card.md"
     with pytest.raises(SystemExit):

@@ -34,9 +34,14 @@ LICENCE = """\
 {data}
 - **Backbone initialisation**: torchvision's ImageNet MobileNetV2 weights (BSD-3-Clause code; the
   ImageNet terms apply to the weights).
-- **Text knowledge**: OpenAI CLIP RN50 text-encoder embeddings of the class names (MIT licence),
-  or, for prompt-learning models trained here, the MiniLM-L6 sentence encoder (Apache-2.0).
+{text}
 - The package code is Apache-2.0."""
+TEXT_GUIDED = """\
+- **Text knowledge**: OpenAI CLIP RN50 text-encoder embeddings of the class names (MIT licence),
+  or, for prompt-learning models trained here, the MiniLM-L6 sentence encoder (Apache-2.0)."""
+TEXT_NONE = """\
+- **Text knowledge**: none. This is a baseline network, trained without textual guidance, so no
+  text encoder or class embedding went into these weights."""
 
 
 def _sha256(path: Path) -> str:
@@ -137,6 +142,44 @@ def _twin_row(twin: dict | None, row: str) -> dict | None:
     return r
 
 
+def twin_from_runs(run_dirs: list[Path]) -> dict:
+    """A twin row (as ``_twin_row`` returns it) from train-only clipseg-train run folders, one per
+    seed (``<run>/baseline``: summary.json or val.csv): each scored by the mean of its last two
+    evaluations, per-class IoU of its final weights.  Raises ValueError naming a folder without
+    two evaluations."""
+    import numpy as np
+
+    from .decisive import final_class_iou, history, score
+
+    per_seed, class_iou = {}, {}
+    for i, d in enumerate(run_dirs):
+        hist = history(Path(d))
+        if len(hist) < 2:
+            raise ValueError(f"--twin-run {d}: needs a clipseg-train run folder with at least two "
+                             f"evaluations (summary.json or val.csv), found {len(hist)}")
+        cfg = Path(d) / "config.yaml"
+        seed = i
+        if cfg.is_file():
+            import yaml
+
+            seed = int(((yaml.safe_load(cfg.read_text()) or {}).get("run") or {}).get("seed", i))
+        per_seed[str(seed)] = {"last2": round(score(hist), 3), "best": round(max(m for _, m in hist), 3)}
+        ci = final_class_iou(Path(d))
+        if ci:
+            class_iou[str(seed)] = ci
+    last2 = [v["last2"] for v in per_seed.values()]
+    row = {"n": len(last2), "mean": round(float(np.mean(last2)), 3),
+           "std": round(float(np.std(last2, ddof=1)), 3) if len(last2) > 1 else None,
+           "per_seed": per_seed, "class_iou": None}
+    if class_iou:
+        names = next(iter(class_iou.values()))[0]
+        per = {s: [round(x, 2) for x in v[1]] for s, v in class_iou.items()}
+        row["class_iou"] = {"class_names": names, "per_seed": per,
+                            "mean": [round(float(np.mean([p[k] for p in per.values()])), 2)
+                                     for k in range(len(names))]}
+    return row
+
+
 def _loss_text(recipe: dict, guided: bool, detail: bool) -> str:
     loss = recipe.get("loss") or {}
     ce = ("plain cross-entropy (OHEM keeping every pixel, as the authors' config)"
@@ -154,7 +197,9 @@ def _loss_text(recipe: dict, guided: bool, detail: bool) -> str:
 def render(model_path: Path, bench: dict | None = None, live: dict | None = None,
            results: dict | None = None, command: str | None = None, speed_note: str | None = None,
            limits: list[str] | None = None, twin: dict | None = None, twin_row: str = "baseline",
-           peer: dict | None = None) -> str:
+           peer: dict | None = None, twin_run: dict | None = None) -> str:
+    """The card as Markdown.  ``twin`` is a ``decisive report`` results.json (its ``twin_row``);
+    ``twin_run`` a row made by :func:`twin_from_runs` (it wins when both are given)."""
     from clipseg_ros.model_file import ModelFile
 
     mf = ModelFile(model_path)
@@ -167,17 +212,22 @@ def render(model_path: Path, bench: dict | None = None, live: dict | None = None
     iters = ((recipe.get("stage2" if stage == "stage2" else "stage1") or {}).get("iters")
              if stage in ("stage1", "stage2", "baseline") else None)
     trained_on_val = "val" in trained_splits(prov)
-    twin_r = _twin_row(twin, twin_row)
+    twin_r = twin_run if twin_run is not None else _twin_row(twin, twin_row)
     guided = bool(meta.arch.get("text_dim"))
     size_mb = model_path.stat().st_size / 1e6
     h, w = meta.input_size or (None, None)
     members = "fp16 PyTorch weights + ONNX graph" + (" + int8 ONNX graph" if meta.int8 else "") + " + metadata"
     if trained_on_val:
-        if twin_r:
+        if twin_r and twin_r["n"] > 1:
             acc = (f"| val mIoU | **{twin_r['mean']:.1f}** ± {twin_r['std']:.1f}: the honest estimate, from "
                    f"its train-only twins (same recipe and schedule on the 367 train images, "
                    f"{twin_r['n']} seeds, each scored by the mean of its last two of 10 val evaluations). "
                    f"This file itself trained on val, so its own val score is not an estimate |")
+        elif twin_r:
+            acc = (f"| val mIoU | **{twin_r['mean']:.1f}**: the honest estimate, from its train-only twin "
+                   f"(same recipe and schedule on the 367 train images, one seed (so no spread), scored "
+                   f"by the mean of its last two of 10 val evaluations). This file itself trained on "
+                   f"val, so its own val score is not an estimate |")
         else:
             acc = "| val mIoU | not measured: this file trained on val, and no train-only twin was given |"
     else:
@@ -194,14 +244,16 @@ def render(model_path: Path, bench: dict | None = None, live: dict | None = None
             "at run time) |" if guided else ", without textual guidance (the baseline twin) |"),
          f"| training | {stage}" + (" of the two-stage method" if stage != "baseline" else "")
          + f"; text: {_text_source(prov)}; split: {prov.get('train_split')} |",
-         f"| input | {w}×{h} RGB (frames of any size are resized to it; logits are upsampled bilinearly "
-         "to the frame size before the argmax) |",
+         f"| input | {w}×{h} RGB (frames of any size are resized to it; inside the graph the logits are "
+         "upsampled bilinearly to the input size before the argmax; for frames of another size the "
+         "labels are then resized nearest-neighbour to the frame) |",
          f"| classes | {', '.join(meta.class_names)} (label 255 = unlabeled) |",
          f"| file | {size_mb:.1f} MB: {members}; sha256 `{_sha256(model_path)[:16]}…` |",
          acc,
          f"| provenance | git {prov.get('git_commit')}, exported {prov.get('exported')}, torch {prov.get('torch')} |",
          "", "## Data and licence", "",
-         LICENCE.format(data=DATA_TRAINVAL if trained_on_val else DATA_TRAIN), "",
+         LICENCE.format(data=DATA_TRAINVAL if trained_on_val else DATA_TRAIN,
+                        text=TEXT_GUIDED if guided else TEXT_NONE), "",
          "## Recipe", "",
          f"- ImageNet MobileNetV2 backbone (`{Path(str(recipe.get('model', {}).get('pretrained'))).name}`); "
          + (f"{(recipe.get('stage1') or {}).get('iters', '?')} iterations of stage 1 (fixed class-name "
@@ -227,13 +279,15 @@ def render(model_path: Path, bench: dict | None = None, live: dict | None = None
     if trained_on_val and twin_r:
         ci = twin_r.get("class_iou") or {}
         n_ci = len(ci.get("per_seed") or {})
-        L += ["", f"## Validation IoU per class (the train-only twins, CamVid val, mean of {n_ci} "
-                  "seeds, final weights)", "", "| class | IoU (%) |", "|---|---:|"]
+        who = (f"the train-only twins, CamVid val, mean of {n_ci} seeds" if n_ci > 1
+               else "the train-only twin, CamVid val, one seed")
+        L += ["", f"## Validation IoU per class ({who}, final weights)", "", "| class | IoU (%) |", "|---|---:|"]
         for name, iou in zip(ci.get("class_names") or [], ci.get("mean") or []):
             L.append(f"| {name} | {iou:.1f} |")
         L.append(f"| **mean** (last two evaluations) | **{twin_r['mean']:.1f}** |")
-        L += ["", "Per seed (mean of the last two evaluations): "
-              + ", ".join(f"{v['last2']:.2f}" for v in twin_r["per_seed"].values()) + "."]
+        if twin_r["n"] > 1:
+            L += ["", "Per seed (mean of the last two evaluations): "
+                  + ", ".join(f"{v['last2']:.2f}" for v in twin_r["per_seed"].values()) + "."]
     elif not trained_on_val:
         L += ["", "## Validation IoU per class (CamVid val)", "", "| class | IoU (%) |", "|---|---:|"]
         for name, iou in zip(meta.class_names, prov.get("val_per_class_iou") or []):
@@ -293,6 +347,9 @@ def main(argv=None) -> int:
                    help="results.json of `decisive report`: the train-only twins' honest val estimate "
                         "(for a model trained on train+val)")
     p.add_argument("--twin-row", default="baseline", help="which row of --twin (default baseline)")
+    p.add_argument("--twin-run", type=Path, action="append", default=[], metavar="DIR",
+                   help="a train-only twin's clipseg-train run folder (<run>/baseline), one per seed "
+                        "(repeatable; instead of --twin, for a recipe outside the decisive rows)")
     p.add_argument("--peer", type=Path, help="the LR-ASPP peer run's folder (<run>/baseline: summary.json / val.csv; "
                         "train only, same schedule)")
     p.add_argument("--limit", action="append", default=[],
@@ -319,8 +376,9 @@ def main(argv=None) -> int:
                     f"(summary.json or val.csv), found {len(hist)}")
         peer = {"last2": score(hist), "best": max(m for _, m in hist)}
     try:
+        twin_run = twin_from_runs(a.twin_run) if a.twin_run else None
         text = render(a.model, load(a.bench), load(a.live), load(a.results), a.command, a.speed_note,
-                      a.limit, load(a.twin), a.twin_row, peer)
+                      a.limit, load(a.twin), a.twin_row, peer, twin_run)
     except ValueError as exc:
         p.error(str(exc))
     out = a.out or a.model.with_suffix(".md")
