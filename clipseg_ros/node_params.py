@@ -17,7 +17,7 @@ from rclpy.parameter import Parameter
 
 from . import image_codec
 from .conventions import DEFAULT_MODEL
-from .segmenter import MIN_INPUT_SIDE, PRECISIONS
+from .segmenter import PRECISIONS, SegmenterConfigError, check_input_size
 
 __all__ = ["DEFAULT_MODEL", "NodeConfig", "PARAMETERS", "PARAMETER_NAMES", "RELIABILITY_NAMES",
            "RUNTIME_PARAMETERS", "validate_parameter"]
@@ -168,10 +168,10 @@ def validate_parameter(name: str, value, num_classes: int | None = None) -> str 
         vals = list(value or [])
         if not vals:
             return None
-        if len(vals) != 2:
-            return f"input_size has {len(vals)} values; give [height, width]"
-        if min(vals) < MIN_INPUT_SIDE:
-            return f"input_size {vals}: both sides must be at least {MIN_INPUT_SIDE} pixels"
+        try:
+            check_input_size(vals)
+        except SegmenterConfigError as exc:
+            return str(exc)
     elif name == "cameras":
         vals = list(value or [])
         for i, v in enumerate(vals):

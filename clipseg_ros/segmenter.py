@@ -281,11 +281,13 @@ def check_input_size(value) -> tuple[int, int]:
     :class:`SegmenterConfigError` that names it."""
     try:
         hw = tuple(int(v) for v in value)
-        ok = len(hw) == 2 and all(float(a) == float(b) for a, b in zip(hw, value))
+        ok = all(float(a) == float(b) for a, b in zip(hw, value))
     except (TypeError, ValueError):
         ok = False
     if not ok:
         raise SegmenterConfigError(f"input_size {value!r} is not a pair [height, width] of integers")
+    if len(hw) != 2:
+        raise SegmenterConfigError(f"input_size has {len(hw)} values; give [height, width]")
     if min(hw) < MIN_INPUT_SIDE:
         raise SegmenterConfigError(f"input_size {list(hw)}: both sides must be at least {MIN_INPUT_SIDE} "
                                    f"pixels (the network downsamples 32x)")

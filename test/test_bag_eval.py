@@ -430,7 +430,8 @@ def test_offline_input_size_resizes_what_the_network_sees(model, bags, camvid_ro
         assert why in capsys.readouterr().err
     from clipseg_ros.segmenter import Segmenter, SegmenterConfigError
 
-    for bad, why in (((16, 64), "at least 32"), ((48,), "not a pair"), ((48.5, 64), "not a pair")):
+    for bad, why in (((16, 64), "at least 32"), ((48,), r"has 1 values; give \[height, width\]"),
+                     ((48.5, 64), "not a pair"), ("ab", "not a pair")):
         with pytest.raises(SegmenterConfigError, match=why):
             Segmenter(model, device="cpu", input_size=bad)
     # live mode hands the same size to the node as a parameter

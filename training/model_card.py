@@ -149,7 +149,7 @@ def twin_from_runs(run_dirs: list[Path]) -> dict:
     two evaluations."""
     import numpy as np
 
-    from .decisive import final_class_iou, history, score
+    from .decisive import _class_iou_summary, final_class_iou, history, score
 
     per_seed, class_iou = {}, {}
     for i, d in enumerate(run_dirs):
@@ -170,13 +170,8 @@ def twin_from_runs(run_dirs: list[Path]) -> dict:
     last2 = [v["last2"] for v in per_seed.values()]
     row = {"n": len(last2), "mean": round(float(np.mean(last2)), 3),
            "std": round(float(np.std(last2, ddof=1)), 3) if len(last2) > 1 else None,
-           "per_seed": per_seed, "class_iou": None}
-    if class_iou:
-        names = next(iter(class_iou.values()))[0]
-        per = {s: [round(x, 2) for x in v[1]] for s, v in class_iou.items()}
-        row["class_iou"] = {"class_names": names, "per_seed": per,
-                            "mean": [round(float(np.mean([p[k] for p in per.values()])), 2)
-                                     for k in range(len(names))]}
+           "per_seed": per_seed}
+    row["class_iou"] = _class_iou_summary({s: {"class_iou": ci} for s, ci in class_iou.items()})
     return row
 
 

@@ -63,15 +63,15 @@ def _positive_int(text: str) -> int:
 
 def _wxh(text: str) -> tuple[int, int]:
     """``WxH`` (e.g. ``480x360``) as ``(height, width)``; sides of at least 32 pixels."""
-    from ..segmenter import MIN_INPUT_SIDE
+    from ..segmenter import SegmenterConfigError, check_input_size
 
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
     if not m:
         raise argparse.ArgumentTypeError(f"--input-size must be WIDTHxHEIGHT, e.g. 480x360, got {text!r}")
-    w, h = int(m.group(1)), int(m.group(2))
-    if min(w, h) < MIN_INPUT_SIDE:
-        raise argparse.ArgumentTypeError(f"--input-size {text}: both sides must be at least {MIN_INPUT_SIDE} pixels")
-    return h, w
+    try:
+        return check_input_size((int(m.group(2)), int(m.group(1))))
+    except SegmenterConfigError as exc:
+        raise argparse.ArgumentTypeError(f"--input-size {text}: {exc}") from None
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
