@@ -37,8 +37,8 @@ $(STAMP): setup.py package.xml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PIP) install -q --upgrade pip setuptools wheel 2>&1 | grep -v "^WARNING: Location" || true
 	@$(PIP) install -q torch==2.14.1 torchvision==0.29.1 2>&1 | grep -v "^WARNING: Location" || true
-	@$(PIP) install -q -e ".[ros,onnx,bag,train,test]" 2>&1 | grep -v "^WARNING: Location" | grep -v "^ *$$" || true
-	@$(PY) -c "import torch, rclpy, onnxruntime, rosbags, clipseg_ros, clipseg_training" \
+	@$(PIP) install -q -e ".[ros,onnx,openvino,bag,train,test]" 2>&1 | grep -v "^WARNING: Location" | grep -v "^ *$$" || true
+	@$(PY) -c "import torch, rclpy, onnxruntime, openvino, rosbags, clipseg_ros, clipseg_training" \
 	  || { echo "venv set-up failed"; exit 1; }
 	@touch $@
 

@@ -49,6 +49,8 @@ setup(
         "torch": ["torch", "torchvision"],
         # ONNX Runtime backend (CPU wheel; use onnxruntime-gpu on CUDA machines).
         "onnx": ["onnx", "onnxruntime"],
+        # OpenVINO backend (CPU; bf16 on CPUs with native bf16)
+        "openvino": ["openvino"],
         # rclpy and messages as PyPI wheels, for a venv without a ROS distribution.
         "ros": [
             "ros-jazzy-rclpy[fastrtps]",

@@ -17,7 +17,7 @@ from rclpy.parameter import Parameter
 
 from . import image_codec
 from .conventions import DEFAULT_MODEL
-from .segmenter import PRECISIONS, SegmenterConfigError, check_input_size
+from .segmenter import BACKENDS, PRECISIONS, SegmenterConfigError, check_input_size
 
 __all__ = ["DEFAULT_MODEL", "NodeConfig", "PARAMETERS", "PARAMETER_NAMES", "RELIABILITY_NAMES",
            "RUNTIME_PARAMETERS", "validate_parameter"]
@@ -50,10 +50,10 @@ PARAMETERS: tuple[_Param, ...] = (
            constraints="auto | cpu | cuda | cuda:N"),
     _Param("backend", "auto", _T.PARAMETER_STRING,
            "Inference backend; auto = ONNX Runtime on CPU, PyTorch or ONNX Runtime (CUDA / TensorRT) "
-           "on a GPU", read_only=True,
-           constraints="auto | torch | onnxruntime"),
+           "on a GPU; openvino (CPU, fp32 or bf16) on request", read_only=True,
+           constraints="auto | torch | onnxruntime | openvino"),
     _Param("precision", "auto", _T.PARAMETER_STRING,
-           "Inference precision: fp16 needs CUDA; bf16 runs on PyTorch (fast on CPUs with native "
+           "Inference precision: fp16 needs CUDA; bf16 runs on PyTorch or OpenVINO (fast on CPUs with native "
            "bf16: AVX512-BF16 / AMX); int8 needs a model file with an int8 graph (CPU, "
            "ONNX Runtime); auto = fp32, or int8 on a CPU when the file records it within 0.5 val "
            "mIoU of fp32 and it measures faster at start-up", read_only=True,
@@ -144,8 +144,8 @@ def validate_parameter(name: str, value, num_classes: int | None = None) -> str 
         if not isinstance(value, str) or not _DEVICE_RE.fullmatch(value.strip().lower()):
             return f"device {value!r} is not one of auto, cpu, cuda, cuda:N"
     elif name == "backend":
-        if value not in ("auto", "torch", "onnxruntime"):
-            return f"backend {value!r} is not one of auto, torch, onnxruntime"
+        if value not in BACKENDS:
+            return f"backend {value!r} is not one of {', '.join(BACKENDS)}"
     elif name == "precision":
         if value not in PRECISIONS:
             return f"precision {value!r} is not one of {', '.join(PRECISIONS)}"

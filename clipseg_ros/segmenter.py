@@ -9,6 +9,9 @@ float confidence out, normalisation/upsampling/argmax inside the graph):
   The uint8 frame crosses to the GPU once and the labels come back once.
 - ``onnxruntime``: the file's ONNX graph with the CPU, CUDA or TensorRT execution provider
   (TensorRT engines cached on disk).
+- ``openvino``: the same ONNX graph compiled by OpenVINO for the CPU (``pip install openvino``),
+  fp32 or bf16 (OpenVINO's bf16 inference precision; on CPUs with native bf16, AVX512-BF16 or AMX,
+  the fastest CPU route measured here).  Opt-in: ``auto`` does not pick it.
 
 ``backend="auto"`` picks ONNX Runtime on CPU when it is installed and the file has an ONNX graph
 (it is faster there), and PyTorch on CUDA (TensorRT when its provider is installed).
@@ -28,10 +31,10 @@ from . import devices
 from .devices import cuda_available as _cuda_available
 from .model_file import ONNX_INPUT, ONNX_OUTPUTS, ModelFile, ModelFileError
 
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 #: auto: fp32, except on a CPU with ONNX Runtime when the file's int8 graph is within
 #: ``quantize.AUTO_MAX_MIOU_DROP`` mIoU of fp32 (its own record) and measures faster here.
-#: bf16 (opt-in) runs on the torch backend only: ONNX Runtime has no bf16 CPU kernels.
+#: bf16 (opt-in) runs on the torch or openvino backend: ONNX Runtime has no bf16 CPU kernels.
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 
 
@@ -273,6 +276,87 @@ class OnnxBackend:
         return outs[0], (outs[1] if want_confidence else None)
 
 
+class OpenVinoBackend:
+    """The file's ONNX graph compiled by OpenVINO for the CPU, fp32 or bf16 (OpenVINO's
+    ``INFERENCE_PRECISION_HINT``).  As on ONNX Runtime's CPU provider, frames that want no
+    confidence run the labels-only copy of the graph; the full graph is compiled on the first
+    confidence request (or by :meth:`want_confidence_soon`)."""
+
+    name = "openvino"
+
+    def __init__(self, onnx_bytes: bytes | None, device: str, precision: str, threads: int | None,
+                 source: str | os.PathLike | None = None):
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise SegmenterConfigError("backend openvino requested but openvino is not installed "
+                                       "(pip install openvino)") from exc
+        if onnx_bytes is None:
+            raise SegmenterConfigError(f"model file {source} has no ONNX graph; use backend torch")
+        if device.startswith("cuda"):
+            raise SegmenterConfigError(f"backend openvino runs on the CPU; device is {device} "
+                                       f"(use backend torch or onnxruntime on CUDA, or device cpu)")
+        if precision not in ("fp32", "bf16"):
+            raise SegmenterConfigError(f"backend openvino runs fp32 or bf16, not {precision}")
+        self.source = source
+        self._core = ov.Core()
+        caps = self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        #: OpenVINO's CPU plugin reports BF16 on CPUs with native bf16 (else it computes in f32)
+        self.native_bf16 = "BF16" in caps
+        self._config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+                        "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            self._config["INFERENCE_NUM_THREADS"] = int(threads)
+        self._onnx_bytes = onnx_bytes
+        self.providers = ["CPU"]
+        self.graph_note = None
+        labels_only = labels_only_graph(onnx_bytes)
+        self._full = None
+        try:
+            if labels_only is None:
+                self._full = self._compile(onnx_bytes)
+                self._labels = self._full
+            else:
+                self._labels = self._compile(labels_only)
+                self.graph_note = "labels-only graph without confidence"
+        except SegmenterConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError for a graph it cannot read
+            raise ModelFileError(source, f"OpenVINO cannot compile model.onnx ({type(exc).__name__}: "
+                                 f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc})") from None
+        self.precision_used = self._labels[0].get_property("INFERENCE_PRECISION_HINT")
+
+    def _compile(self, onnx_bytes: bytes):
+        model = self._core.read_model(model=onnx_bytes)
+        names = {n for i in model.inputs for n in i.get_names()}
+        if ONNX_INPUT not in names or len(model.inputs) != 1:
+            raise ModelFileError(self.source, f"model.onnx takes {sorted(names)}, not one tensor {ONNX_INPUT!r}")
+        compiled = self._core.compile_model(model, "CPU", self._config)
+        outs = {n: o for o in compiled.outputs for n in o.get_names()}
+        return compiled, compiled.create_infer_request(), outs
+
+    def want_confidence_soon(self) -> None:
+        if self._full is None:
+            self._full = self._compile(self._onnx_bytes)
+
+    @property
+    def batchable(self) -> bool:
+        return self._labels[0].input(0).get_partial_shape()[0].is_dynamic
+
+    def run_batch(self, images: np.ndarray, want_confidence: bool):
+        if want_confidence:
+            self.want_confidence_soon()
+        _, request, outs = self._full if want_confidence else self._labels
+        request.infer({ONNX_INPUT: np.ascontiguousarray(images)})
+        labels = request.get_tensor(outs[ONNX_OUTPUTS[0]]).data.copy()
+        conf = request.get_tensor(outs[ONNX_OUTPUTS[1]]).data.copy() if want_confidence else None
+        return labels, conf
+
+    def __call__(self, image: np.ndarray, want_confidence: bool):
+        labels, conf = self.run_batch(image[None], want_confidence)
+        return labels[0], (conf[0] if conf is not None else None)
+
+
 MIN_INPUT_SIDE = 32     # the network downsamples 32x: a smaller side leaves no 1/32 feature map
 
 
@@ -348,6 +432,12 @@ class Segmenter:
 
                 raise ModelFileError(self.model.path, f"member {INT8_NAME} cannot be loaded by ONNX "
                                      f"Runtime ({type(exc).__name__}: {exc})") from None
+        elif backend == "openvino":
+            self._backend = OpenVinoBackend(self.model.onnx_bytes, self.device, precision, threads,
+                                            source=self.model.path)
+            if precision == "bf16" and not self._backend.native_bf16:
+                self.precision_note = ("as requested; OpenVINO reports no native bf16 on this CPU "
+                                       "(it computes in f32)")
         elif backend == "torch":
             self._backend = TorchBackend(self.model.build_network(), self.meta.mean, self.meta.std,
                                          self.device, precision, threads)
@@ -363,8 +453,12 @@ class Segmenter:
         """bf16 runs on the torch backend (``auto`` becomes ``torch``); on a CPU without native bf16
         the note says it is emulated."""
         if backend == "onnxruntime":
-            raise SegmenterConfigError("precision bf16 needs backend torch (ONNX Runtime has no bf16 "
-                                       "CPU kernels); use backend torch or auto, or precision fp32")
+            raise SegmenterConfigError("precision bf16 needs backend torch or openvino (ONNX Runtime has "
+                                       "no bf16 CPU kernels); use backend torch, openvino or auto, or "
+                                       "precision fp32")
+        if backend == "openvino":
+            self.precision_note = "as requested (OpenVINO bf16 inference precision)"
+            return "openvino"
         if not self.model.has_torch_weights:
             raise SegmenterConfigError(f"precision bf16 runs on PyTorch, but model file {self.model_path} "
                                        f"has no PyTorch weights (ONNX only); use precision fp32")
@@ -397,6 +491,8 @@ class Segmenter:
         """auto: (precision, why)."""
         if self.device.startswith("cuda"):
             return "fp32", "auto: fp32 on CUDA (fp16 on request)"
+        if backend == "openvino":
+            return "fp32", "auto: fp32 on openvino (bf16 on request)"
         if backend != "onnxruntime":
             return "fp32", f"auto: fp32 (int8 needs the onnxruntime backend, not {backend})"
         rec = self.meta.int8

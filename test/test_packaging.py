@@ -30,7 +30,7 @@ ROS_DEPENDS = {  # module: package.xml <exec_depend> (a rosdep key)
 PIP_REQUIRED = {"numpy": "numpy", "cv2": "opencv-python-headless", "yaml": "pyyaml"}   # install_requires
 OPTIONAL = {  # module: (setup.py extra, pip requirement) - backends and offline tools, imported lazily
     "torch": ("torch", "torch"), "torchvision": ("torch", "torchvision"), "onnxruntime": ("onnx", "onnxruntime"),
-    "onnx": ("onnx", "onnx"),
+    "onnx": ("onnx", "onnx"), "openvino": ("openvino", "openvino"),
     "rosbags": ("bag", "rosbags"), "matplotlib": ("bag", "matplotlib"), "tqdm": ("bag", "tqdm"),
 }
 

@@ -34,7 +34,7 @@ def _torch_device(device: str):
 
 
 #: the only backend that runs each per-row precision
-_ROW_PRECISION_BACKEND = {"bf16": "torch", "int8": "onnxruntime"}
+_ROW_PRECISION_BACKEND = {"bf16": ("torch", "openvino"), "int8": ("onnxruntime",)}
 
 
 def row_precision(pm: PreparedModel, opts) -> str:
@@ -50,8 +50,9 @@ def make_runner(pm: PreparedModel, backend: str, wh: tuple[int, int], frame: np.
     precision = row_precision(pm, opts)
     if pm.spec.precision:
         want = _ROW_PRECISION_BACKEND.get(pm.spec.precision)
-        if want and backend != want:
-            raise Skip(f"{pm.spec.precision} rows run on {want} only (as the node runs {pm.spec.precision})")
+        if want and backend not in want:
+            raise Skip(f"{pm.spec.precision} rows run on {' or '.join(want)} only "
+                       f"(as the node runs {pm.spec.precision})")
         if pm.spec.precision == "int8" and device != "cpu":
             raise Skip("the int8 graph runs on the CPU only")
     try:
@@ -73,6 +74,8 @@ def _tv_runner(pm: PreparedModel, backend: str, frame: np.ndarray, device: str, 
     # The Segmenter's own backend classes, so the session options / wrapper are the node's.
     from ..segmenter import OnnxBackend, TorchBackend
 
+    if backend == "openvino":
+        raise Skip("torchvision reference rows run on torch and onnxruntime")
     if backend == "torch":
         be = TorchBackend(pm.network, pm.mean, pm.std, device, opts.precision, opts.threads)
         return Runner(lambda: be(frame, False), {"backend_detail": f"torch on {device} ({opts.precision})"})
