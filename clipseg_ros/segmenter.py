@@ -11,10 +11,11 @@ float confidence out, normalisation/upsampling/argmax inside the graph):
   (TensorRT engines cached on disk).
 - ``openvino``: the same ONNX graph compiled by OpenVINO for the CPU (``pip install openvino``),
   fp32 or bf16 (OpenVINO's bf16 inference precision; on CPUs with native bf16, AVX512-BF16 or AMX,
-  the fastest CPU route measured here).  Opt-in: ``auto`` does not pick it.
+  the fastest CPU route measured here).
 
-``backend="auto"`` picks ONNX Runtime on CPU when it is installed and the file has an ONNX graph
-(it is faster there), and PyTorch on CUDA (TensorRT when its provider is installed).
+``backend="auto"`` picks ONNX Runtime on CPU when it is installed and the file has an ONNX graph,
+and PyTorch on CUDA (TensorRT when its provider is installed).  ``openvino`` is opt-in: with
+``precision="bf16"`` it is the fastest CPU route measured on CPUs with native bf16.
 """
 from __future__ import annotations
 

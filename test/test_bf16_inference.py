@@ -43,7 +43,7 @@ def val_frames():
 
 def test_bf16_labels_agree_with_fp32_on_real_frames(small_default, val_frames):
     s32 = Segmenter(small_default, device="cpu", backend="torch", precision="fp32", threads=2)
-    s16 = Segmenter(small_default, device="cpu", precision="bf16", threads=2)   # auto backend -> torch
+    s16 = Segmenter(small_default, device="cpu", backend="torch", precision="bf16", threads=2)
     assert s16.backend == "torch" and s16.precision == "bf16" and "(bf16)" in s16.description
     assert s16._backend.autocast and not s32._backend.autocast
     if cpu_supports_bf16():
@@ -80,7 +80,7 @@ def test_bf16_errors_name_what_is_wrong(tmp_path):
         zf.writestr(META_NAME, json.dumps(meta))
         zf.writestr("model.onnx", src.read("model.onnx"))
     with pytest.raises(SegmenterConfigError, match=r"onnx_only\.clipseg has no PyTorch weights"):
-        Segmenter(onnx_only, device="cpu", precision="bf16")
+        Segmenter(onnx_only, device="cpu", backend="torch", precision="bf16")
 
 
 @pytest.mark.ros
@@ -96,7 +96,8 @@ def test_node_runs_bf16_and_says_so(small_default):
     with RosHarness("test_bf16") as ros:
         node = ros.add(SegNode("bf16_node", context=ros.context, parameter_overrides=[
             Parameter("model", value=str(small_default)), Parameter("device", value="cpu"),
-            Parameter("precision", value="bf16"), Parameter("threads", value=2)]))
+            Parameter("backend", value="torch"), Parameter("precision", value="bf16"),
+            Parameter("threads", value=2)]))
         assert node.segmenter.precision == "bf16" and node.segmenter.backend == "torch"
         pub = ros.publisher(Image, "/image")
         col = ros.collect(Image, "/bf16_node/labels", reliable=True)
@@ -106,7 +107,7 @@ def test_node_runs_bf16_and_says_so(small_default):
         rgb = np.random.default_rng(3).integers(0, 256, (120, 160, 3), dtype=np.uint8)
         pub.publish(image_msg(rgb, header=make_header("cam")))
         msg, = col.wait(1, 60.0)
-        want = Segmenter(small_default, device="cpu", precision="bf16", threads=2)(rgb).labels
+        want = Segmenter(small_default, device="cpu", backend="torch", precision="bf16", threads=2)(rgb).labels
         np.testing.assert_array_equal(image_codec.image_to_array(msg), want)
         values = {kv.key: kv.value for kv in node.diagnostic_status().values}
         assert values["precision"].startswith("bf16 (as requested")

@@ -104,13 +104,15 @@ def _with_record(src: Path, dst: Path, m8: float, m32: float) -> Path:
 
 def test_auto_takes_int8_only_within_half_a_miou_and_when_faster(int8_model, plain_model, tmp_path):
     path, _ = int8_model
-    far = Segmenter(_with_record(path, tmp_path / "far.clipseg", 60.0, 61.0), device="cpu", threads=2)
+    far = Segmenter(_with_record(path, tmp_path / "far.clipseg", 60.0, 61.0), device="cpu",
+                    backend="onnxruntime", threads=2)
     assert far.precision == "fp32" and "1.00 below" in far.precision_note
-    near = Segmenter(_with_record(path, tmp_path / "near.clipseg", 60.8, 61.0), device="cpu", threads=2)
+    near = Segmenter(_with_record(path, tmp_path / "near.clipseg", 60.8, 61.0), device="cpu",
+                     backend="onnxruntime", threads=2)
     ms8, ms32 = map(float, re.search(r"([\d.]+) ms int8 vs ([\d.]+) ms fp32", near.precision_note).groups())
     assert near.precision == ("int8" if ms8 < ms32 else "fp32"), near.precision_note
     # no int8 member: auto is fp32 and says why; int8 asked for is an error that says what to do
-    plain = Segmenter(plain_model, device="cpu")
+    plain = Segmenter(plain_model, device="cpu", backend="onnxruntime")
     assert plain.precision == "fp32" and "no int8 graph" in plain.precision_note
     with pytest.raises(SegmenterConfigError, match=r"no model_int8.onnx member.*clipseg_ros.quantize"):
         Segmenter(plain_model, device="cpu", precision="int8")

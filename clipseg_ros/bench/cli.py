@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default all; --quick: {QUICK_MODELS})")
     p.add_argument("--model", type=Path, default=None,
                    help=f"default model file (default {PACKAGED_DEFAULT})")
-    p.add_argument("--backends", default=",".join(BACKEND_CHOICES),
+    p.add_argument("--backends", default="torch,onnxruntime",
                    help=f"comma list of {', '.join(BACKEND_CHOICES)}")
     p.add_argument("--no-raw", dest="raw", action="store_false", help="skip the bare network forward rows")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls per row (default 3; --quick 1)")
