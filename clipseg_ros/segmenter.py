@@ -1,6 +1,6 @@
 """The segmenter: one model file in, labels (and confidence) for an RGB frame out.
 
-Plain Python, no ROS.  Two backends run the same deploy graph (uint8 RGB in; uint8 labels and
+Plain Python, no ROS.  Three backends run the same deploy graph (uint8 RGB in; uint8 labels and
 float confidence out, normalisation/upsampling/argmax inside the graph):
 
 - ``torch``: the network from ``clipseg_ros.networks`` with the file's weights; CPU or CUDA,
@@ -309,8 +309,6 @@ class OpenVinoBackend:
         if threads:
             self._config["INFERENCE_NUM_THREADS"] = int(threads)
         self._onnx_bytes = onnx_bytes
-        self.providers = ["CPU"]
-        self.graph_note = None
         labels_only = labels_only_graph(onnx_bytes)
         self._full = None
         try:
@@ -319,8 +317,7 @@ class OpenVinoBackend:
                 self._labels = self._full
             else:
                 self._labels = self._compile(labels_only)
-                self.graph_note = "labels-only graph without confidence"
-        except SegmenterConfigError:
+        except ModelFileError:
             raise
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError for a graph it cannot read
             raise ModelFileError(source, f"OpenVINO cannot compile model.onnx ({type(exc).__name__}: "

@@ -11,7 +11,6 @@ root-caused yet).  The node and the trainers are separate processes in real use.
 """
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -83,19 +82,15 @@ def test_openvino_auto_precision_is_fp32_and_errors_name_what_is_wrong(small_def
     # a graph OpenVINO cannot read: a clear error naming the file
     with pytest.raises(ModelFileError, match=r"bad\.clipseg.*OpenVINO cannot compile"):
         OpenVinoBackend(b"not an onnx graph", "cpu", "fp32", 2, source=tmp_path / "bad.clipseg")
-    with zipfile.ZipFile(small_default) as zf:
-        assert "model.onnx" in zf.namelist()
 
 
 @pytest.mark.ros
 def test_node_runs_openvino_bf16_and_says_so(small_default):
     pytest.importorskip("rclpy")
     from rclpy.parameter import Parameter
-    from sensor_msgs.msg import Image
 
-    from clipseg_ros import image_codec
     from clipseg_ros.node import SegNode, StartupError
-    from ros_helpers import RosHarness, image_msg, make_header, wait_for
+    from ros_helpers import RosHarness, labels_for_one_frame
 
     with RosHarness("test_openvino") as ros:
         node = ros.add(SegNode("ov_node", context=ros.context, parameter_overrides=[
@@ -103,16 +98,10 @@ def test_node_runs_openvino_bf16_and_says_so(small_default):
             Parameter("backend", value="openvino"), Parameter("precision", value="bf16"),
             Parameter("threads", value=2)]))
         assert node.segmenter.precision == "bf16" and node.segmenter.backend == "openvino"
-        pub = ros.publisher(Image, "/image")
-        col = ros.collect(Image, "/ov_node/labels", reliable=True)
-        ros.wait_matched(pub)
-        wait_for(lambda: node._sub.get_publisher_count() >= 1 and col.sub.get_publisher_count() >= 1, 20.0,
-                 what="matched")
         rgb = np.random.default_rng(5).integers(0, 256, (120, 160, 3), dtype=np.uint8)
-        pub.publish(image_msg(rgb, header=make_header("cam")))
-        msg, = col.wait(1, 60.0)
+        got = labels_for_one_frame(ros, node, rgb)
         want = Segmenter(small_default, device="cpu", backend="openvino", precision="bf16", threads=2)(rgb).labels
-        np.testing.assert_array_equal(image_codec.image_to_array(msg), want)
+        np.testing.assert_array_equal(got, want)
         values = {kv.key: kv.value for kv in node.diagnostic_status().values}
         assert values["precision"].startswith("bf16 (as requested")
         assert "openvino" in values["backend"]

@@ -441,6 +441,23 @@ class RosHarness:
 # subprocesses
 # ------------------------------------------------------------------------------------------------
 
+def labels_for_one_frame(ros: "RosHarness", node, rgb: np.ndarray, timeout: float = 60.0) -> np.ndarray:
+    """Publish ``rgb`` on ``/image`` to ``node`` (a SegNode added to ``ros``) and return the label
+    image it publishes on ``/<node name>/labels``, as an array."""
+    from sensor_msgs.msg import Image
+
+    from clipseg_ros import image_codec
+
+    pub = ros.publisher(Image, "/image")
+    col = ros.collect(Image, f"/{node.get_name()}/labels", reliable=True)
+    ros.wait_matched(pub)
+    wait_for(lambda: node._sub.get_publisher_count() >= 1 and col.sub.get_publisher_count() >= 1, 20.0,
+             what="matched")
+    pub.publish(image_msg(rgb, header=make_header("cam")))
+    msg, = col.wait(1, timeout)
+    return image_codec.image_to_array(msg)
+
+
 def seg_node_command() -> list[str]:
     """The installed ``seg_node`` console script (next to this Python, on PATH, or ``python -c``)."""
     return seg_node_executable()

@@ -87,11 +87,9 @@ def test_bf16_errors_name_what_is_wrong(tmp_path):
 def test_node_runs_bf16_and_says_so(small_default):
     pytest.importorskip("rclpy")
     from rclpy.parameter import Parameter
-    from sensor_msgs.msg import Image
 
-    from clipseg_ros import image_codec
     from clipseg_ros.node import SegNode, StartupError
-    from ros_helpers import RosHarness, image_msg, make_header, wait_for
+    from ros_helpers import RosHarness, labels_for_one_frame
 
     with RosHarness("test_bf16") as ros:
         node = ros.add(SegNode("bf16_node", context=ros.context, parameter_overrides=[
@@ -99,16 +97,10 @@ def test_node_runs_bf16_and_says_so(small_default):
             Parameter("backend", value="torch"), Parameter("precision", value="bf16"),
             Parameter("threads", value=2)]))
         assert node.segmenter.precision == "bf16" and node.segmenter.backend == "torch"
-        pub = ros.publisher(Image, "/image")
-        col = ros.collect(Image, "/bf16_node/labels", reliable=True)
-        ros.wait_matched(pub)
-        wait_for(lambda: node._sub.get_publisher_count() >= 1 and col.sub.get_publisher_count() >= 1, 20.0,
-                 what="matched")
         rgb = np.random.default_rng(3).integers(0, 256, (120, 160, 3), dtype=np.uint8)
-        pub.publish(image_msg(rgb, header=make_header("cam")))
-        msg, = col.wait(1, 60.0)
+        got = labels_for_one_frame(ros, node, rgb)
         want = Segmenter(small_default, device="cpu", backend="torch", precision="bf16", threads=2)(rgb).labels
-        np.testing.assert_array_equal(image_codec.image_to_array(msg), want)
+        np.testing.assert_array_equal(got, want)
         values = {kv.key: kv.value for kv in node.diagnostic_status().values}
         assert values["precision"].startswith("bf16 (as requested")
         with pytest.raises(StartupError, match="bf8"):
