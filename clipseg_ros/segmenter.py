@@ -13,9 +13,10 @@ float confidence out, normalisation/upsampling/argmax inside the graph):
   fp32 or bf16 (OpenVINO's bf16 inference precision; on CPUs with native bf16, AVX512-BF16 or AMX,
   the fastest CPU route measured here).
 
-``backend="auto"`` picks ONNX Runtime on CPU when it is installed and the file has an ONNX graph,
-and PyTorch on CUDA (TensorRT when its provider is installed).  ``openvino`` is opt-in: with
-``precision="bf16"`` it is the fastest CPU route measured on CPUs with native bf16.
+``backend="auto"`` on CPU picks OpenVINO in bf16 when OpenVINO is installed, the file has an ONNX
+graph and the CPU has native bf16 (AVX512-BF16 or AMX; the fastest CPU route measured, at fp32's
+val mIoU), else ONNX Runtime when it is installed; on CUDA it picks PyTorch (TensorRT when its
+provider is installed).
 """
 from __future__ import annotations
 
@@ -33,9 +34,10 @@ from .devices import cuda_available as _cuda_available
 from .model_file import ONNX_INPUT, ONNX_OUTPUTS, ModelFile, ModelFileError
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
-#: auto: fp32, except on a CPU with ONNX Runtime when the file's int8 graph is within
-#: ``quantize.AUTO_MAX_MIOU_DROP`` mIoU of fp32 (its own record) and measures faster here.
-#: bf16 (opt-in) runs on the torch or openvino backend: ONNX Runtime has no bf16 CPU kernels.
+#: auto: bf16 where backend auto picks OpenVINO (a CPU with native bf16); else fp32, except on a
+#: CPU with ONNX Runtime when the file's int8 graph is within ``quantize.AUTO_MAX_MIOU_DROP`` mIoU
+#: of fp32 (its own record) and measures faster here.  bf16 runs on the torch or openvino
+#: backend: ONNX Runtime has no bf16 CPU kernels.
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 
 
@@ -277,6 +279,29 @@ class OnnxBackend:
         return outs[0], (outs[1] if want_confidence else None)
 
 
+_OPENVINO_CORE = None
+
+
+def openvino_core():
+    """The process's one ``openvino.Core``, created on first use and kept until exit.
+
+    OpenVINO's CPU plugin gives the thread that creates it an alternate signal stack of its own
+    (``mmap``'d; openvinotoolkit/openvino#11894, for AMX) and, when the plugin is destroyed, puts
+    back the stack it found only if its own is still the current one.  Two ``Core`` objects freed in
+    the order they were made therefore leave the thread's alternate stack pointing at unmapped
+    memory, and the next signal whose handler runs on that stack kills the process with SIGSEGV
+    (``si_code`` SI_KERNEL): every Python signal handler is installed with ``SA_ONSTACK``, and
+    PyTorch's DataLoader installs one for SIGCHLD, so a later child process exiting was enough
+    (reproduced with two backends, a SIGCHLD handler and ``subprocess.run``).  One Core for the
+    whole process means one plugin, created once and never freed before exit."""
+    global _OPENVINO_CORE
+    if _OPENVINO_CORE is None:
+        import openvino as ov
+
+        _OPENVINO_CORE = ov.Core()
+    return _OPENVINO_CORE
+
+
 class OpenVinoBackend:
     """The file's ONNX graph compiled by OpenVINO for the CPU, fp32 or bf16 (OpenVINO's
     ``INFERENCE_PRECISION_HINT``).  As on ONNX Runtime's CPU provider, frames that want no
@@ -288,7 +313,7 @@ class OpenVinoBackend:
     def __init__(self, onnx_bytes: bytes | None, device: str, precision: str, threads: int | None,
                  source: str | os.PathLike | None = None):
         try:
-            import openvino as ov
+            import openvino  # noqa: F401 - the check; openvino_core() holds the one Core
         except ImportError as exc:
             raise SegmenterConfigError("backend openvino requested but openvino is not installed "
                                        "(pip install openvino)") from exc
@@ -300,7 +325,7 @@ class OpenVinoBackend:
         if precision not in ("fp32", "bf16"):
             raise SegmenterConfigError(f"backend openvino runs fp32 or bf16, not {precision}")
         self.source = source
-        self._core = ov.Core()
+        self._core = openvino_core()
         caps = self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         #: OpenVINO's CPU plugin reports BF16 on CPUs with native bf16 (else it computes in f32)
         self.native_bf16 = "BF16" in caps
@@ -410,6 +435,13 @@ class Segmenter:
         self.requested_precision = precision
         #: why this precision (auto's choice, with the numbers it was made on)
         self.precision_note = "" if precision == "auto" else "as requested"
+        if backend == "auto" and precision in ("auto", "bf16") and self._openvino_bf16_fits():
+            backend = "openvino"
+            if precision == "auto":
+                precision = "bf16"
+                self.precision_note = ("auto: bf16 on openvino (this CPU has native bf16; the fastest CPU "
+                                       "route measured, at fp32's val mIoU; backend onnxruntime or "
+                                       "precision fp32 to opt out)")
         if precision == "bf16":
             backend = self._bf16_backend(backend)
         if backend == "auto":
@@ -447,6 +479,20 @@ class Segmenter:
         self.palette = np.asarray(self.meta.palette, dtype=np.uint8)
         self._resized: np.ndarray | None = None
 
+    def _openvino_bf16_fits(self) -> bool:
+        """auto's CPU pick: OpenVINO bf16 when the device is the CPU, the file has an ONNX graph,
+        OpenVINO is installed and the CPU has native bf16 kernels (without them OpenVINO computes
+        bf16 in f32, and ONNX Runtime stays the pick)."""
+        import importlib.util
+
+        from .devices import cpu_flags
+
+        if self.device.startswith("cuda") or self.model.onnx_bytes is None:
+            return False
+        if "openvino" not in sys.modules and importlib.util.find_spec("openvino") is None:
+            return False
+        return bool({"avx512_bf16", "amx_bf16"} & (cpu_flags() or set()))
+
     def _bf16_backend(self, backend: str) -> str:
         """bf16 runs on the torch backend (``auto`` becomes ``torch``); on a CPU without native bf16
         the note says it is emulated."""
@@ -455,7 +501,8 @@ class Segmenter:
                                        "no bf16 CPU kernels); use backend torch, openvino or auto, or "
                                        "precision fp32")
         if backend == "openvino":
-            self.precision_note = "as requested (OpenVINO bf16 inference precision)"
+            if self.requested_precision == "bf16":      # auto's pick keeps auto's note
+                self.precision_note = "as requested (OpenVINO bf16 inference precision)"
             return "openvino"
         if not self.model.has_torch_weights:
             raise SegmenterConfigError(f"precision bf16 runs on PyTorch, but model file {self.model_path} "

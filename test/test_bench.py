@@ -179,7 +179,7 @@ def test_bf16_rows_time_torch_and_skip_onnxruntime(tmp_path):
 
 def test_deployed_rows_time_each_precision_the_node_offers(tmp_path):
     """``--models deployed``: the default model as the node runs it, at fp32 (both backends),
-    bf16 (PyTorch here; OpenVINO in openvino_cases.py) and int8 (ONNX Runtime only, skipped when the
+    bf16 (PyTorch here; OpenVINO in test_openvino_backend.py) and int8 (ONNX Runtime only, skipped when the
     file has no int8 graph), all timed in one interleaved group with LRASPP; the deployed ratio takes the fastest."""
     from clipseg_ros.model_file import ModelFile
 
