@@ -49,14 +49,16 @@ PARAMETERS: tuple[_Param, ...] = (
            "Inference device; auto = the first CUDA device if there is one, else cpu", read_only=True,
            constraints="auto | cpu | cuda | cuda:N"),
     _Param("backend", "auto", _T.PARAMETER_STRING,
-           "Inference backend; auto = ONNX Runtime on CPU, PyTorch or ONNX Runtime (CUDA / TensorRT) "
-           "on a GPU; openvino (CPU, fp32 or bf16) on request", read_only=True,
+           "Inference backend; auto on CPU = OpenVINO in bf16 where the CPU has native bf16 (AVX512-BF16 / "
+           "AMX) and openvino is installed, else ONNX Runtime; on a GPU PyTorch or ONNX Runtime (CUDA / "
+           "TensorRT)", read_only=True,
            constraints="auto | torch | onnxruntime | openvino"),
     _Param("precision", "auto", _T.PARAMETER_STRING,
            "Inference precision: fp16 needs CUDA; bf16 runs on PyTorch or OpenVINO (fast on CPUs with native "
            "bf16: AVX512-BF16 / AMX); int8 needs a model file with an int8 graph (CPU, "
-           "ONNX Runtime); auto = fp32, or int8 on a CPU when the file records it within 0.5 val "
-           "mIoU of fp32 and it measures faster at start-up", read_only=True,
+           "ONNX Runtime); auto = bf16 where backend auto picks OpenVINO, else fp32, or int8 on a CPU "
+           "with ONNX Runtime when the file records it within 0.5 val mIoU of fp32 and it measures "
+           "faster at start-up", read_only=True,
            constraints="auto | fp32 | fp16 | bf16 | int8"),
     _Param("threads", 0, _T.PARAMETER_INTEGER, "CPU threads for inference; 0 = library default",
            read_only=True, int_range=(0, 256)),

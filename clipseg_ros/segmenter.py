@@ -366,7 +366,7 @@ class OpenVinoBackend:
     def batchable(self) -> bool:
         return self._labels[0].input(0).get_partial_shape()[0].is_dynamic
 
-    def run_batch(self, images: np.ndarray, want_confidence: bool):
+    def _infer(self, images: np.ndarray, want_confidence: bool):
         if want_confidence:
             self.want_confidence_soon()
         _, request, outs = self._full if want_confidence else self._labels
@@ -375,8 +375,11 @@ class OpenVinoBackend:
         conf = request.get_tensor(outs[ONNX_OUTPUTS[1]]).data.copy() if want_confidence else None
         return labels, conf
 
+    def run_batch(self, images: np.ndarray, want_confidence: bool):
+        return self._infer(images, want_confidence)
+
     def __call__(self, image: np.ndarray, want_confidence: bool):
-        labels, conf = self.run_batch(image[None], want_confidence)
+        labels, conf = self._infer(image[None], want_confidence)
         return labels[0], (conf[0] if conf is not None else None)
 
 

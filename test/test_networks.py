@@ -355,26 +355,34 @@ def test_mobilenetv2_imagenet_weights_load(shared_data):
     _check_mobilenetv2_weights_load(shared_data / "pretrained" / "mobilenet_v2-b0353104.pth")
 
 
-def test_cpu_onnxruntime_segmenter_does_not_import_torch(tmp_path):
-    """device auto + backend auto on a machine without an NVIDIA driver: ONNX Runtime on CPU,
-    and torch (~0.5 GB RSS, seconds of start-up) is never imported by the node's code path."""
+@pytest.mark.parametrize("backend", ["auto", "onnxruntime"])
+def test_cpu_onnxruntime_segmenter_does_not_import_torch(tmp_path, backend):
+    """device auto on a machine without an NVIDIA driver: the CPU backend auto picks (OpenVINO
+    bf16 on a CPU with native bf16 and OpenVINO installed, else ONNX Runtime), and ONNX Runtime
+    asked for by name, never import torch (~0.5 GB RSS, seconds of start-up)."""
+    import importlib.util
     import subprocess
     import sys
 
+    from clipseg_ros.devices import cpu_flags
     from clipseg_ros.devices import nvidia_driver_present as _nvidia_driver_present
 
     if _nvidia_driver_present():
         pytest.skip("an NVIDIA driver is present: auto may rightly probe CUDA through torch")
+    want = "onnxruntime"
+    native_bf16 = bool({"avx512_bf16", "amx_bf16"} & (cpu_flags() or set()))
+    if backend == "auto" and native_bf16 and importlib.util.find_spec("openvino"):
+        want = "openvino"
     path = tmp_path / "known.clipseg"
     save_model_file(path, _known_net(4, 2), ["w", "x", "y", "z"], input_size=[32, 48])
     code = ("import sys, numpy as np\n"
             "from clipseg_ros.segmenter import Segmenter\n"
-            f"s = Segmenter({str(path)!r})\n"
+            f"s = Segmenter({str(path)!r}, backend={backend!r})\n"
             "assert (s(np.zeros((50, 70, 3), np.uint8)).labels == 2).all()\n"
             "print(s.backend, s.device, 'torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["onnxruntime", "cpu", "False"]
+    assert out.stdout.split() == [want, "cpu", "False"]
 
 
 def test_onnxruntime_spinning_is_off_by_default_and_can_be_enabled(tmp_path):
