@@ -99,6 +99,10 @@ def test_live_matches_offline_at_recorded_rate(model, bags, camvid_root, tmp_pat
     assert res["metrics"] == json.loads(json.dumps(cm.to_json_dict(list(res["model"]["class_names"]))))
     assert "-p" in res["node"]["command"] and "qos_depth:=1" in res["node"]["command"]
     assert res["live"]["spin_errors"] == {"count": 0, "last": []}
+    # what the node resolved (from its "configured:" log line), not the requested "auto"
+    assert res["model"]["description"].startswith("seg_node: onnxruntime [CPUExecutionProvider] on cpu (fp32); "
+                                                  "precision auto: fp32"), res["model"]["description"]
+    assert res["model"]["description"] in (out / "results.md").read_text()
     for name in ("results.md", "latency_hist.png", "latency_timeline.png", "contact_sheet.png",
                  "per_class_iou.png", "node.log"):
         assert (out / name).exists(), name

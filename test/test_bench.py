@@ -225,3 +225,23 @@ def test_a_model_outside_the_repository_is_named_without_its_directory(tmp_path)
     text = (out / "bench.json").read_text() + (out / "bench.md").read_text()
     assert str(tmp_path) not in text
     assert json.loads((out / "bench.json").read_text())["default_model"]["path"] == "m.clipseg"
+
+
+@pytest.mark.ros
+def test_memory_row_runs_the_real_node_with_its_backend_and_precision(tmp_path):
+    """The seg_node memory row starts the real node with --node-backend / --node-precision and
+    records what the node resolved them to (its configured: log line), with its peak RSS."""
+    pytest.importorskip("rclpy")
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "mem"
+    rc = bench.main(["--quick", "--out", str(out), "--sizes", "64x48", "--models", "deployed",
+                     "--backends", "onnxruntime", "--no-raw", "--threads", "1", "--warmup", "0", "--iters", "1",
+                     "--settle-ms", "0", "--no-overhead", "--no-publish", "--no-plot", "--node-seconds", "1",
+                     "--node-backend", "onnxruntime", "--node-precision", "fp32"])
+    assert rc == 0
+    mem = json.loads((out / "bench.json").read_text())["memory"]
+    assert mem["status"] == "ok", mem
+    assert "precision:=fp32" in mem["command"] and "backend:=onnxruntime" in mem["command"]
+    assert mem["configured"].startswith("onnxruntime [CPUExecutionProvider] on cpu (fp32); precision as requested")
+    assert mem["peak_rss_mb"] > 50 and mem["frames"] >= 1
+    assert f"the node ran {mem['configured']}" in (out / "bench.md").read_text()

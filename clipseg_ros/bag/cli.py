@@ -89,7 +89,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
                         "YAML/JSON file {src: dst}; repeatable; unmapped ids are kept")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
     p.add_argument("--backend", default="auto", choices=BACKENDS)
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="inference precision (default auto: what the node picks by default)")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads of the backend")
     p.add_argument("--input-size", type=_wxh, default=None, metavar="WxH",
                    help="network input size, e.g. 400x300 (frames are resized to it, labels come at the "

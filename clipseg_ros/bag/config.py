@@ -23,7 +23,7 @@ class EvalConfig:
     label_map: list[str] | None = None
     device: str = "auto"
     backend: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
     threads: int | None = None
     input_size: tuple | None = None      # (height, width) the network sees; None = the model file's
     limit: int | None = None

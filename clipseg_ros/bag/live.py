@@ -51,6 +51,20 @@ class LiveError(BagError):
     """Live mode could not run (node failed to start, died, ...)."""
 
 
+
+def node_configuration(log_path) -> str | None:
+    """``onnxruntime [CPUExecutionProvider] on cpu (fp32); precision auto: ...`` from the node's
+    ``configured:`` log line: what ``auto`` resolved to.  None when the log has no such line."""
+    import re
+
+    try:
+        text = Path(log_path).read_text(errors="replace")
+    except OSError:
+        return None
+    m = re.search(r"configured: .*? \(\d+ classes, (.+?); (precision .*?)(?:; network input .*)?\)?$", text,
+                  re.MULTILINE)
+    return f"{m.group(1)}; {m.group(2)}" if m else None
+
 def latency_trend(per_frame: list[dict]) -> dict | None:
     """Does end-to-end latency grow during the run?  p95 of the first and the last quarter of the
     processed frames (in send order) and the least-squares slope of latency against send time."""
@@ -153,6 +167,9 @@ def run_live(cfg: LiveConfig) -> dict:
                     signals.held = None     # already on the way out with an error or interrupt
                 signals.release()           # re-raises a signal that came during the clean-up
         results["bag"]["reader_stats"] = dict(bag.stats)
+    configured = node_configuration(node_log)
+    if configured:       # what the node resolved auto to (backend, device, precision)
+        results["model"]["description"] = f"seg_node: {configured}"
     results.update(live.summary())
     if outbag is not None:
         results["output_bag"] = {"path": str(outbag.path), "topics": outbag.topics, "frames": outbag.count}

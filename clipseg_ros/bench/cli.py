@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the seg_node memory row")
     p.add_argument("--node-seconds", type=float, default=None, help="how long to feed seg_node (default 5; --quick 2)")
     p.add_argument("--node-backend", default="auto", help="backend parameter for seg_node")
+    p.add_argument("--node-precision", default="auto", choices=PRECISIONS,
+                   help="precision parameter for seg_node (default auto, the node's own default)")
     p.add_argument("--node-startup-timeout", type=float, default=120.0,
                    help="seconds to wait for seg_node's first labels")
     p.add_argument("--node-executable", default=None,

@@ -32,7 +32,7 @@ def run_node_memory(default_file: Path, opts, out_dir: Path, log) -> dict:
     in_topic = f"/{node_name}_in/image"
     cmd = node_command(model=str(default_file), topic=in_topic, compressed=False,
                        device="cuda" if opts.device == "cuda" else "cpu", backend=opts.node_backend,
-                       precision=opts.precision, threads=opts.threads, node_name=node_name,
+                       precision=opts.node_precision, threads=opts.threads, node_name=node_name,
                        executable=opts.node_executable)
     w, h = parse_size(opts.overhead_size)
     frame = synthetic_frame(w, h, seed=3)
@@ -102,6 +102,9 @@ def run_node_memory(default_file: Path, opts, out_dir: Path, log) -> dict:
         result["note"] = f"{type(exc).__name__}: {exc}"
     finally:
         proc.stop()
+        from ..bag.live import node_configuration
+
+        result["configured"] = node_configuration(out_dir / "seg_node.log")   # what auto resolved to
         try:
             rclpy.shutdown(context=ctx)
         except Exception:  # noqa: BLE001

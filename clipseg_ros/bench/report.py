@@ -193,7 +193,8 @@ def write_markdown(path: Path, result: dict) -> None:
         L.append(f"peak RSS (VmHWM) **{mem['peak_rss_mb']} MB**, RSS at end {mem['rss_end_mb']} MB; "
                  f"{mem['frames']} frames of {mem['frame']} in {result['settings']['node_seconds']} s "
                  f"({mem['fps']} FPS closed loop, round trip median {_fmt(mem['roundtrip']['median_ms'])} ms); "
-                 f"startup {mem['startup_s']} s")
+                 f"startup {mem['startup_s']} s" + (f"; the node ran {mem['configured']}" if mem.get("configured")
+                                                     else ""))
     else:
         L.append(f"{mem.get('status')}: {mem.get('note')}")
     L.append("")
