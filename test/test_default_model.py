@@ -63,7 +63,8 @@ def test_model_card_matches_the_file():
     mean_iou = np.mean([final_class_iou(d)[1] for d in TWIN_RUNS], axis=0)
     for name, iou in zip(names, mean_iou):
         m = re.search(rf"\| {name} \| ([0-9.]+) \|", card)
-        assert m and abs(float(m.group(1)) - iou) <= 0.051, f"per-class IoU of {name}: {iou:.2f}"
+        # the card rounds each seed to 2 decimals, their mean to 2, then prints 1: allow that double rounding
+        assert m and abs(float(m.group(1)) - iou) <= 0.06, f"per-class IoU of {name}: {iou:.2f}"
     int8 = ModelFile(DEFAULT_MODEL).meta.int8
     assert f"int8 **{int8['val_miou']:.2f}** against fp32 {int8['fp32_val_miou']:.2f}" in card
     for needed in ("CC BY-NC 4.0", "Intended use", "Limits", "train and val splits together",
