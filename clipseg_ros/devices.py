@@ -47,6 +47,16 @@ def cpu_flags() -> set[str] | None:
     return None
 
 
+#: /proc/cpuinfo flags of native bf16 kernels (without them bf16 runs emulated or in f32)
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_native_bf16_flag() -> bool | None:
+    """Whether ``/proc/cpuinfo`` lists AVX512-BF16 or AMX-BF16; None where the flags cannot be read."""
+    flags = cpu_flags()
+    return None if flags is None else bool(NATIVE_BF16_FLAGS & flags)
+
+
 def cpu_supports_bf16() -> bool:
     """True when oneDNN reports native bf16 kernels on this CPU (AVX512-BF16 / AMX-BF16).  Elsewhere
     bf16 still runs, emulated, and slower than fp32.  Imports torch."""
@@ -55,8 +65,7 @@ def cpu_supports_bf16() -> bool:
 
         if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
             # oneDNN also says yes on plain AVX512 (emulated, slow); require the native flag
-            flags = cpu_flags()
-            return flags is None or bool({"avx512_bf16", "amx_bf16"} & flags)
+            return cpu_has_native_bf16_flag() is not False
     except (ImportError, AttributeError, RuntimeError):
         pass
     return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -58,6 +59,18 @@ def node_command(*, model: str, topic: str, compressed: bool, device: str, backe
         cmd += ["-p", p]
     cmd += ["-r", f"{'image/compressed' if compressed else 'image'}:={topic}"]
     return cmd
+
+
+def node_configuration(log_path) -> str | None:
+    """``onnxruntime [CPUExecutionProvider] on cpu (fp32); precision auto: ...`` from the node's
+    ``configured:`` log line: what ``auto`` resolved to.  None when the log has no such line."""
+    try:
+        text = Path(log_path).read_text(errors="replace")
+    except OSError:
+        return None
+    m = re.search(r"configured: .*? \(\d+ classes, (.+?); (precision .*?)(?:; network input .*)?\)?$", text,
+                  re.MULTILINE)
+    return f"{m.group(1)}; {m.group(2)}" if m else None
 
 
 def pdeathsig_setter():

@@ -488,13 +488,13 @@ class Segmenter:
         bf16 in f32, and ONNX Runtime stays the pick)."""
         import importlib.util
 
-        from .devices import cpu_flags
+        from .devices import cpu_has_native_bf16_flag
 
         if self.device.startswith("cuda") or self.model.onnx_bytes is None:
             return False
         if "openvino" not in sys.modules and importlib.util.find_spec("openvino") is None:
             return False
-        return bool({"avx512_bf16", "amx_bf16"} & (cpu_flags() or set()))
+        return bool(cpu_has_native_bf16_flag())
 
     def _bf16_backend(self, backend: str) -> str:
         """bf16 runs on the torch backend (``auto`` becomes ``torch``); on a CPU without native bf16

@@ -364,14 +364,13 @@ def test_cpu_onnxruntime_segmenter_does_not_import_torch(tmp_path, backend):
     import subprocess
     import sys
 
-    from clipseg_ros.devices import cpu_flags
+    from clipseg_ros.devices import cpu_has_native_bf16_flag
     from clipseg_ros.devices import nvidia_driver_present as _nvidia_driver_present
 
     if _nvidia_driver_present():
         pytest.skip("an NVIDIA driver is present: auto may rightly probe CUDA through torch")
     want = "onnxruntime"
-    native_bf16 = bool({"avx512_bf16", "amx_bf16"} & (cpu_flags() or set()))
-    if backend == "auto" and native_bf16 and importlib.util.find_spec("openvino"):
+    if backend == "auto" and cpu_has_native_bf16_flag() and importlib.util.find_spec("openvino"):
         want = "openvino"
     path = tmp_path / "known.clipseg"
     save_model_file(path, _known_net(4, 2), ["w", "x", "y", "z"], input_size=[32, 48])

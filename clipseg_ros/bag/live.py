@@ -41,7 +41,7 @@ from .offline import common_results, expected_frames
 from ..machine import latency_summary
 from .reader import BagError, LabelMapper, open_bag, parse_label_map
 from .report import SampleCollector, model_info, sample_positions, write_results
-from ..processes import NodeProcess, StopSignals, node_command
+from ..processes import NodeProcess, StopSignals, node_command, node_configuration
 from .live_ros import RosSide, stamp_of
 
 __all__ = ["latency_trend", "run_live"]
@@ -50,20 +50,6 @@ __all__ = ["latency_trend", "run_live"]
 class LiveError(BagError):
     """Live mode could not run (node failed to start, died, ...)."""
 
-
-
-def node_configuration(log_path) -> str | None:
-    """``onnxruntime [CPUExecutionProvider] on cpu (fp32); precision auto: ...`` from the node's
-    ``configured:`` log line: what ``auto`` resolved to.  None when the log has no such line."""
-    import re
-
-    try:
-        text = Path(log_path).read_text(errors="replace")
-    except OSError:
-        return None
-    m = re.search(r"configured: .*? \(\d+ classes, (.+?); (precision .*?)(?:; network input .*)?\)?$", text,
-                  re.MULTILINE)
-    return f"{m.group(1)}; {m.group(2)}" if m else None
 
 def latency_trend(per_frame: list[dict]) -> dict | None:
     """Does end-to-end latency grow during the run?  p95 of the first and the last quarter of the

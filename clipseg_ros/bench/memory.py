@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..machine import latency_summary
 from ..spinning import BackgroundSpinner
-from ..processes import NodeProcess, node_command, proc_status
+from ..processes import NodeProcess, node_command, node_configuration, proc_status
 from .catalogue import BenchError, parse_size, size_name
 from .frames import synthetic_frame
 
@@ -102,8 +102,6 @@ def run_node_memory(default_file: Path, opts, out_dir: Path, log) -> dict:
         result["note"] = f"{type(exc).__name__}: {exc}"
     finally:
         proc.stop()
-        from ..bag.live import node_configuration
-
         result["configured"] = node_configuration(out_dir / "seg_node.log")   # what auto resolved to
         try:
             rclpy.shutdown(context=ctx)
